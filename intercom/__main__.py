@@ -1,0 +1,5 @@
+import sys
+
+from intercom.cli import main
+
+sys.exit(main())
