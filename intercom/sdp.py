@@ -1,0 +1,180 @@
+"""SDP offer/answer for one audio stream (RFC 4566, RFC 3264), pure code.
+
+For now G.711 (PCMU, PCMA) and telephone-event; the media issue extends the codec list. The
+parser is lenient (real PBXs send odd SDP) but never guesses an address: a stream without one is
+an error the caller answers with 488.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from intercom.errors import RemoteProtocolError
+
+#: Static payload types of RFC 3551 that we can speak, by encoding name.
+STATIC_PT = {"PCMU": 0, "PCMA": 8, "G722": 9}
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+
+
+@dataclass(frozen=True)
+class Codec:
+    pt: int
+    name: str
+    rate: int
+    channels: int = 1
+
+    @property
+    def rtpmap(self) -> str:
+        return f"{self.name}/{self.rate}"
+
+
+PCMU = Codec(0, "PCMU", 8000)
+PCMA = Codec(8, "PCMA", 8000)
+TELEPHONE_EVENT = Codec(101, "telephone-event", 8000)
+
+
+@dataclass
+class AudioStream:
+    address: str
+    port: int
+    codecs: list[Codec] = field(default_factory=list)
+    direction: str = "sendrecv"
+    ptime: int | None = None
+    fmtp: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def on_hold(self) -> bool:
+        return self.address in ("0.0.0.0", "::") or self.direction in ("sendonly", "inactive")
+
+
+def parse_audio(sdp: bytes) -> AudioStream:
+    """The first audio stream of an SDP body."""
+    try:
+        text = sdp.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RemoteProtocolError("SDP is not UTF-8", status_hint=488) from None
+    session_addr: str | None = None
+    session_dir = "sendrecv"
+    stream: AudioStream | None = None
+    in_audio = False
+    found_audio = False
+    rtpmaps: dict[int, Codec] = {}
+    formats: list[int] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if len(line) < 2 or line[1] != "=":
+            continue
+        kind, value = line[0], line[2:]
+        if kind == "m":
+            in_audio = False
+            parts = value.split()
+            if parts and parts[0] == "audio" and not found_audio and len(parts) >= 3:
+                try:
+                    port = int(parts[1].split("/")[0])
+                    formats = [int(p) for p in parts[3:]]
+                except ValueError:
+                    raise RemoteProtocolError(f"bad m= line {value!r}", status_hint=488) from None
+                stream = AudioStream(address=session_addr or "", port=port, direction=session_dir)
+                in_audio = found_audio = True
+            continue
+        if kind == "c":
+            parts = value.split()
+            if len(parts) >= 3:
+                addr = parts[2].split("/")[0]
+                if in_audio and stream is not None:
+                    stream.address = addr
+                elif stream is None:
+                    session_addr = addr
+        elif kind == "a":
+            name, _, arg = value.partition(":")
+            if name in DIRECTIONS:
+                if in_audio and stream is not None:
+                    stream.direction = name
+                elif stream is None:
+                    session_dir = name
+            elif name == "rtpmap" and in_audio:
+                pt_text, _, enc = arg.partition(" ")
+                bits = enc.split("/")
+                if pt_text.isdigit() and len(bits) >= 2 and bits[1].isdigit():
+                    channels = int(bits[2]) if len(bits) > 2 and bits[2].isdigit() else 1
+                    rtpmaps[int(pt_text)] = Codec(int(pt_text), bits[0], int(bits[1]), channels)
+            elif name == "fmtp" and in_audio and stream is not None:
+                pt_text, _, params = arg.partition(" ")
+                if pt_text.isdigit():
+                    stream.fmtp[int(pt_text)] = params.strip()
+            elif name == "ptime" and in_audio and stream is not None and arg.strip().isdigit():
+                stream.ptime = int(arg.strip())
+    if stream is None:
+        raise RemoteProtocolError("SDP has no audio stream", status_hint=488)
+    if not stream.address:
+        raise RemoteProtocolError("SDP audio stream has no connection address", status_hint=488)
+    for pt in formats:
+        if pt in rtpmaps:
+            stream.codecs.append(rtpmaps[pt])
+        else:
+            for name, static in STATIC_PT.items():
+                if static == pt:
+                    stream.codecs.append(Codec(pt, name, 8000))
+    return stream
+
+
+def build(
+    address: str,
+    port: int,
+    codecs: list[Codec],
+    *,
+    session_id: int,
+    version: int = 1,
+    direction: str = "sendrecv",
+    ptime: int = 20,
+) -> bytes:
+    """An SDP body with one audio stream; ``address`` must be a real, routable address."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"bad direction {direction!r}")
+    fmts = " ".join(str(c.pt) for c in codecs)
+    lines = [
+        "v=0",
+        f"o=pi-intercom {session_id} {version} IN IP4 {address}",
+        "s=pi-intercom",
+        f"c=IN IP4 {address}",
+        "t=0 0",
+        f"m=audio {port} RTP/AVP {fmts}",
+    ]
+    for c in codecs:
+        lines.append(f"a=rtpmap:{c.pt} {c.rtpmap}")
+        if c.name == "telephone-event":
+            lines.append(f"a=fmtp:{c.pt} 0-16")
+    lines.append(f"a=ptime:{ptime}")
+    lines.append(f"a={direction}")
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+def choose_codec(remote: AudioStream, preferred: list[Codec]) -> Codec | None:
+    """The first of the remote's codecs that we also speak (the answerer's order wins)."""
+    names = {c.name.upper() for c in preferred if c.name != "telephone-event"}
+    for codec in remote.codecs:
+        if codec.name.upper() in names:
+            return codec
+    return None
+
+
+def answer(
+    offer: AudioStream,
+    address: str,
+    port: int,
+    preferred: list[Codec],
+    *,
+    session_id: int,
+    version: int = 1,
+) -> bytes | None:
+    """Our answer to an offer, or None when no codec is shared (the caller sends 488)."""
+    codec = choose_codec(offer, preferred)
+    if codec is None:
+        return None
+    codecs = [codec]
+    for c in offer.codecs:
+        if c.name.lower() == "telephone-event" and c.rate == codec.rate:
+            codecs.append(c)
+            break
+    direction = {"sendonly": "recvonly", "recvonly": "sendonly"}.get(offer.direction, offer.direction)
+    return build(address, port, codecs, session_id=session_id, version=version, direction=direction)

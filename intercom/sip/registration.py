@@ -1,0 +1,269 @@
+"""Registration with the PBX (RFC 3261 section 10), sans-I/O.
+
+What PBXs in homes need, learned from other projects' trackers: refresh at about half of what the
+registrar granted; obey 423 Min-Expires; back off exponentially after 403s and time-outs, so that a
+PBX running fail2ban does not ban the door; try again for ever, so that the door comes back by
+itself after the PBX restarts; and a REGISTER Request-URI without a user part (FRITZ!Box ignores
+the others).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING
+
+from intercom.errors import AuthError
+from intercom.sip.address import NameAddr, Via
+from intercom.sip.auth import parse_challenge
+from intercom.sip.events import RegistrationChanged
+from intercom.sip.message import SipRequest, SipResponse
+
+if TYPE_CHECKING:
+    from intercom.sip.agent import UserAgent
+
+
+class RegState(enum.Enum):
+    IDLE = "idle"
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    BACKOFF = "backoff"
+    UNREGISTERING = "unregistering"
+    UNREGISTERED = "unregistered"
+
+
+R = RegState
+#: Allowed changes of the registration state, the single source for code and diagram.
+TRANSITIONS: dict[RegState, frozenset[RegState]] = {
+    R.IDLE: frozenset({R.REGISTERING, R.UNREGISTERED}),
+    R.REGISTERING: frozenset({R.REGISTERING, R.REGISTERED, R.BACKOFF, R.UNREGISTERING}),
+    R.REGISTERED: frozenset({R.REGISTERING, R.UNREGISTERING}),
+    R.BACKOFF: frozenset({R.REGISTERING, R.UNREGISTERED}),
+    R.UNREGISTERING: frozenset({R.UNREGISTERED}),
+    R.UNREGISTERED: frozenset({R.REGISTERING}),
+}
+
+#: Back-off after failures: base seconds by kind, doubled per consecutive failure, capped.
+BACKOFF_BASE_TIMEOUT = 5.0
+BACKOFF_BASE_REFUSED = 30.0
+BACKOFF_CAP = 900.0
+#: A refresh never comes sooner than this after a success, whatever the registrar granted.
+MIN_REFRESH = 5.0
+
+
+class Registration:
+    def __init__(self, agent: UserAgent, expires: int) -> None:
+        self.agent = agent
+        self.requested = expires
+        self.state = RegState.IDLE
+        self.granted: int | None = None
+        self.failures = 0
+        self.auth_failures = 0
+        self._cseq = 0
+        self._call_id = agent.new_call_id()
+        self._tag = agent.new_tag()
+        self._timer: int | None = None
+        self._auth_header: tuple[str, str] | None = None
+        self._stale_contacts: list[str] = []
+        self._expires_in_flight = expires
+        self._announced = False  # "registered" is told once, not at every refresh
+
+    # -- state --------------------------------------------------------------------------------
+    def _go(self, new: RegState) -> None:
+        if new not in TRANSITIONS[self.state]:
+            raise AssertionError(f"registration: no transition {self.state.value} -> {new.value}")
+        self.state = new
+
+    @property
+    def registered(self) -> bool:
+        return self.state is RegState.REGISTERED
+
+    # -- commands -----------------------------------------------------------------------------
+    def start(self, now: float) -> None:
+        self._send(now, self.requested, announce=True)
+
+    def stop(self, now: float) -> None:
+        """Un-REGISTER (expires 0); the state becomes ``unregistered`` on the answer or time-out."""
+        self.agent.timers.cancel(self._timer)
+        if self.state in (RegState.REGISTERED, RegState.REGISTERING):
+            self._go(RegState.UNREGISTERING)
+            self._send(now, 0, announce=False)
+        elif self.state is not RegState.UNREGISTERED:
+            if self.state is RegState.REGISTERING:
+                self._go(RegState.UNREGISTERING)
+            self.state = RegState.UNREGISTERED
+            self.agent.emit(RegistrationChanged("unregistered", reason="stopped"))
+
+    # -- wire ---------------------------------------------------------------------------------
+    def _send(self, now: float, expires: int, *, announce: bool) -> None:
+        agent = self.agent
+        if self.state is not RegState.UNREGISTERING:
+            was_registering = self.state is RegState.REGISTERING
+            self._go(RegState.REGISTERING)
+            if announce and not was_registering:
+                agent.emit(RegistrationChanged("registering"))
+        self._cseq += 1
+        self._expires_in_flight = expires
+        req = SipRequest(method="REGISTER", uri=f"sip:{agent.settings.domain}")
+        req.headers.add("Via", agent.via())
+        req.headers.add("Max-Forwards", "70")
+        aor = f"<sip:{agent.settings.username}@{agent.settings.domain}>"
+        req.headers.add("From", f"{aor};tag={self._tag}")
+        req.headers.add("To", aor)
+        req.headers.add("Call-ID", self._call_id)
+        req.headers.add("CSeq", f"{self._cseq} REGISTER")
+        req.headers.add("Contact", agent.contact())
+        for old in self._stale_contacts:
+            req.headers.add("Contact", f"{old};expires=0")
+        req.headers.add("Expires", str(expires))
+        if self._auth_header is not None:
+            # Reuse the last challenge (nonce count goes up) to spare a round trip.
+            name, _ = self._auth_header
+            req.headers.add(name, self._authorize_again(req))
+        agent.add_common_headers(req)
+        agent.send_request(req, agent.proxy_addr(), now, self._on_response, self._on_timeout)
+
+    def _authorize_again(self, req: SipRequest) -> str:
+        assert self._auth_header is not None
+        name, challenge_value = self._auth_header
+        challenge = parse_challenge(challenge_value, proxy=name == "Proxy-Authorization")
+        return self.agent.digest.authorize(challenge, "REGISTER", req.uri)
+
+    def _on_response(self, resp: SipResponse, now: float) -> None:
+        if resp.status < 200:
+            return
+        if self.state is RegState.UNREGISTERING:
+            if resp.status in (401, 407) and self.auth_failures == 0:
+                self.auth_failures += 1
+                if self._remember_challenge(resp):
+                    self._send(now, 0, announce=False)
+                    return
+            self._go(RegState.UNREGISTERED)
+            self.agent.emit(RegistrationChanged("unregistered", code=resp.status, reason="stopped"))
+            return
+        if resp.status in (401, 407):
+            self._handle_challenge(resp, now)
+        elif 200 <= resp.status < 300:
+            self._handle_ok(resp, now)
+        elif resp.status == 423:
+            min_expires = resp.headers.get("Min-Expires")
+            if min_expires and min_expires.strip().isdigit():
+                self.requested = max(self.requested, int(min_expires.strip()))
+                self._send(now, self.requested, announce=False)
+            else:
+                self._fail(now, resp.status, "423 without a usable Min-Expires", refused=True)
+        elif resp.status == 403:
+            self._fail(now, 403, "forbidden: wrong user name or password?", refused=True)
+        else:
+            self._fail(now, resp.status, resp.reason or "refused", refused=resp.status < 500)
+
+    def _remember_challenge(self, resp: SipResponse) -> bool:
+        proxy = resp.status == 407
+        header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        value = resp.headers.get(header)
+        if value is None:
+            return False
+        try:
+            parse_challenge(value, proxy=proxy)
+        except AuthError:
+            return False
+        self._auth_header = ("Proxy-Authorization" if proxy else "Authorization", value)
+        return True
+
+    def _handle_challenge(self, resp: SipResponse, now: float) -> None:
+        proxy = resp.status == 407
+        value = resp.headers.get("Proxy-Authenticate" if proxy else "WWW-Authenticate")
+        try:
+            challenge = parse_challenge(value or "", proxy=proxy)
+        except AuthError as exc:
+            self._fail(now, resp.status, f"unusable challenge: {exc}", refused=True)
+            return
+        if self.agent.digest is None:
+            self._fail(now, resp.status, "the PBX asks for a password and none is set", refused=True)
+            return
+        if not self.agent.digest.should_retry(challenge, self.auth_failures):
+            self._fail(now, resp.status, "credentials refused: wrong user name or password?", True)
+            return
+        if not challenge.stale:
+            self.auth_failures += 1
+        self._remember_challenge(resp)
+        self._send(now, self._expires_in_flight, announce=False)
+
+    def _handle_ok(self, resp: SipResponse, now: float) -> None:
+        self.auth_failures = 0
+        self.failures = 0
+        self._stale_contacts = []
+        if self._learn_public_address(resp):
+            # Behind NAT: register the address the PBX sees, and drop the one it cannot reach.
+            self._send(now, self._expires_in_flight, announce=False)
+            return
+        granted = self._granted_expires(resp)
+        self.granted = granted
+        self._go(RegState.REGISTERED)
+        if not self._announced:
+            self._announced = True
+            self.agent.emit(RegistrationChanged("registered", code=resp.status, expires=granted))
+        refresh = max(MIN_REFRESH, granted / 2)
+        self._arm(now + refresh, self._refresh)
+
+    def _learn_public_address(self, resp: SipResponse) -> bool:
+        try:
+            via = Via.parse(resp.vias[0])
+        except Exception:
+            return False
+        received = via.params.get("received")
+        rport = via.params.get("rport")
+        host = received or None
+        port = int(rport) if rport and rport.isdigit() else None
+        old = self.agent.contact()
+        changed = self.agent.learn_public_address(host, port)
+        if changed:
+            self._stale_contacts.append(old)
+        return changed
+
+    def _granted_expires(self, resp: SipResponse) -> int:
+        mine = self.agent.contact_uri()
+        for value in resp.headers.get_all("Contact"):
+            try:
+                contact = NameAddr.parse(value)
+            except Exception:
+                continue
+            if (contact.uri.user, contact.uri.host, contact.uri.port) == (
+                mine.user,
+                mine.host,
+                mine.port,
+            ):
+                exp = contact.params.get("expires")
+                if exp and exp.isdigit():
+                    return int(exp)
+        header = resp.headers.get("Expires")
+        if header and header.strip().isdigit():
+            return int(header.strip())
+        return self._expires_in_flight
+
+    def _refresh(self, now: float) -> None:
+        self._send(now, self.requested, announce=False)
+
+    def _on_timeout(self, now: float) -> None:
+        if self.state is RegState.UNREGISTERING:
+            self._go(RegState.UNREGISTERED)
+            self.agent.emit(RegistrationChanged("unregistered", reason="no answer to un-REGISTER"))
+            return
+        self._fail(now, None, "no answer from the PBX", refused=False)
+
+    def _fail(self, now: float, code: int | None, reason: str, refused: bool) -> None:
+        self.failures += 1
+        self.auth_failures = 0
+        self._auth_header = None
+        base = BACKOFF_BASE_REFUSED if refused else BACKOFF_BASE_TIMEOUT
+        delay = min(BACKOFF_CAP, base * 2 ** (self.failures - 1))
+        self._go(RegState.BACKOFF)
+        self._announced = False
+        self.agent.emit(RegistrationChanged("failed", code=code, reason=reason, retry_in=delay))
+        self._arm(now + delay, self._retry)
+
+    def _retry(self, now: float) -> None:
+        self._send(now, self.requested, announce=True)
+
+    def _arm(self, when: float, callback: object) -> None:
+        self.agent.timers.cancel(self._timer)
+        self._timer = self.agent.timers.call_at(when, callback)  # type: ignore[arg-type]

@@ -1,0 +1,187 @@
+"""An established call: the dialog's requests in both directions, sans-I/O.
+
+Re-INVITEs in the middle of a call are routine (hold, transfer, Asterisk's ``direct_media``): each
+gets its own 200 with our SDP in a new transaction and never drops the call. The ACK for a 2xx is
+end-to-end, built from the dialog, and re-sent whenever the 2xx is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from intercom.sip.dialog import Dialog
+from intercom.sip.events import CallUpdated, InfoReceived
+from intercom.sip.message import SipRequest, SipResponse
+from intercom.sip.transaction import T1, T2, ServerTransaction, response_to
+
+if TYPE_CHECKING:
+    from intercom.sip.agent import UserAgent
+
+#: Called once when the session ends: (reason, SIP code or None, now).
+EndHandler = Callable[[str, int | None, float], None]
+
+
+class Session:
+    def __init__(
+        self,
+        agent: UserAgent,
+        handle: int,
+        dialog: Dialog,
+        local_sdp: bytes,
+        remote_sdp: bytes,
+        on_end: EndHandler,
+    ) -> None:
+        self.agent = agent
+        self.handle = handle
+        self.dialog = dialog
+        self.local_sdp = local_sdp
+        self.remote_sdp = remote_sdp
+        self.on_end = on_end
+        self.ended = False
+        self._ack: bytes | None = None  # our ACK for the 2xx, re-sent on each retransmitted 2xx
+        self._pending_2xx: bytes | None = None  # our 2xx awaiting ACK (UAS side)
+        self._pending_dest: tuple[str, int] | None = None
+        self._retx_timer: int | None = None
+        self._retx_interval = T1
+        self._retx_deadline = 0.0
+        self._max_timer: int | None = None
+        agent.sessions[dialog.key] = self
+
+    # ---------------------------------------------------------------- UAC side
+    def send_ack(self, now: float) -> None:
+        """ACK our INVITE's 2xx: To tag of the 2xx, to its Contact, through the route set."""
+        ack = self.dialog.request("ACK", cseq=self.dialog.local_seq)
+        ack.headers.items.insert(0, ("Via", self.agent.via()))
+        self._ack = ack.to_bytes()
+        self.agent.outbox.send(self._ack, self.agent.addr_of(self.dialog.next_hop()))
+
+    def resend_ack(self) -> None:
+        if self._ack is not None:
+            self.agent.outbox.send(self._ack, self.agent.addr_of(self.dialog.next_hop()))
+
+    # ---------------------------------------------------------------- UAS side
+    def send_2xx_until_acked(self, server: ServerTransaction, resp: SipResponse, now: float) -> None:
+        """RFC 3261 13.3.1.4: the UAS core retransmits its 2xx until the ACK comes."""
+        server.respond(resp, now)
+        self._pending_2xx = resp.to_bytes()
+        self._pending_dest = server.source
+        self._retx_interval = T1
+        self._retx_deadline = now + 64 * T1
+        self._arm_retx(now + T1)
+
+    def _arm_retx(self, when: float) -> None:
+        self.agent.timers.cancel(self._retx_timer)
+        self._retx_timer = self.agent.timers.call_at(when, self._retransmit_2xx)
+
+    def _retransmit_2xx(self, now: float) -> None:
+        if self._pending_2xx is None or self.ended:
+            return
+        if now >= self._retx_deadline:
+            self._pending_2xx = None
+            self.bye(now, "error", 408)  # no ACK ever came: end the call (section 13.3.1.4)
+            return
+        if not self.agent.txns.reliable:
+            assert self._pending_dest is not None
+            self.agent.outbox.send(self._pending_2xx, self._pending_dest)
+        self._retx_interval = min(self._retx_interval * 2, T2)
+        self._arm_retx(now + self._retx_interval)
+
+    def ack_received(self, ack: SipRequest, now: float) -> None:
+        self._pending_2xx = None
+        self.agent.timers.cancel(self._retx_timer)
+
+    # ---------------------------------------------------------------- requests in the dialog
+    def handle_request(self, req: SipRequest, server: ServerTransaction, now: float) -> None:
+        if self.ended:
+            server.respond(response_to(req, 481, "Call/Transaction Does Not Exist"), now)
+            return
+        if not self.dialog.accept_remote_cseq(req):
+            server.respond(response_to(req, 500, "Server Internal Error"), now)
+            return
+        method = req.method
+        if method == "BYE":
+            server.respond(response_to(req, 200, "OK"), now)
+            self._finish("remote_hangup", None, now)
+        elif method == "INVITE":
+            self._reinvite(req, server, now)
+        elif method == "UPDATE":
+            resp = response_to(req, 200, "OK")
+            if req.body:
+                resp = self._with_sdp(resp, req.body)
+            server.respond(resp, now)
+        elif method == "INFO":
+            server.respond(response_to(req, 200, "OK"), now)
+            ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            self.agent.emit(InfoReceived(self.handle, ctype, req.body))
+        elif method == "OPTIONS":
+            resp = response_to(req, 200, "OK")
+            resp.headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE")
+            server.respond(resp, now)
+        else:
+            server.respond(response_to(req, 501, "Not Implemented"), now)
+
+    def _reinvite(self, req: SipRequest, server: ServerTransaction, now: float) -> None:
+        if self._pending_2xx is not None:
+            # Our previous 2xx is not ACKed yet: the peer must retry later (RFC 3261 14.2).
+            resp = response_to(req, 500, "Server Internal Error")
+            resp.headers.add("Retry-After", "1")
+            server.respond(resp, now)
+            return
+        self.dialog.update_target(req)
+        if req.body:
+            answer = self.agent.sdp_provider(self.handle, req.body)
+            if answer is None:
+                server.respond(response_to(req, 488, "Not Acceptable Here"), now)
+                return
+            self.local_sdp = answer
+            self.remote_sdp = req.body
+            self.agent.emit(CallUpdated(self.handle, req.body))
+        resp = self._with_sdp(response_to(req, 200, "OK"), self.local_sdp)
+        self.send_2xx_until_acked(server, resp, now)
+
+    def _with_sdp(self, resp: SipResponse, sdp: bytes) -> SipResponse:
+        resp.headers.add("Contact", self.agent.contact())
+        resp.headers.add("Content-Type", "application/sdp")
+        resp.body = sdp
+        return resp
+
+    # ---------------------------------------------------------------- our requests
+    def send_info(self, content_type: str, body: bytes, now: float) -> None:
+        req = self.dialog.request("INFO")
+        req.headers.items.insert(0, ("Via", self.agent.via()))
+        req.headers.add("Content-Type", content_type)
+        req.body = body
+        self.agent.send_request(
+            req, self.agent.addr_of(self.dialog.next_hop()), now, lambda r, n: None, lambda n: None
+        )
+
+    def arm_max_duration(self, now: float, seconds: float) -> None:
+        self._max_timer = self.agent.timers.call_at(
+            now + seconds, lambda t: self.bye(t, "max_duration", None)
+        )
+
+    def bye(self, now: float, reason: str = "local_hangup", code: int | None = None) -> None:
+        if self.ended:
+            return
+        req = self.dialog.request("BYE")
+        req.headers.items.insert(0, ("Via", self.agent.via()))
+        self.agent.add_common_headers(req)
+        self.agent.send_request(
+            req, self.agent.addr_of(self.dialog.next_hop()), now, lambda r, n: None, lambda n: None
+        )
+        self._finish(reason, code, now)
+
+    def _finish(self, reason: str, code: int | None, now: float) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.agent.timers.cancel(self._retx_timer)
+        self.agent.timers.cancel(self._max_timer)
+        # Keep answering retransmitted 2xx with our ACK for a while: leave the dialog reachable.
+        self.agent.timers.call_at(now + 64 * T1, lambda _n: self._forget())
+        self.on_end(reason, code, now)
+
+    def _forget(self) -> None:
+        if self.agent.sessions.get(self.dialog.key) is self:
+            del self.agent.sessions[self.dialog.key]
