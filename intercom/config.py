@@ -43,6 +43,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError, PydanticKnownError
 
@@ -214,7 +215,7 @@ _MODEL_CONFIG = ConfigDict(
     hide_input_in_errors=True,
 )
 
-_SECONDS = {"unit": "seconds"}
+_SECONDS: JsonDict = {"unit": "seconds"}  # read back by _int_problem for the messages
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,7 +243,7 @@ class SipConfig(BaseModel):
         description="the registrar and outbound proxy, a host name or IP address",
         examples=["192.168.1.1"],
     )
-    port: _Int = Field(5060, ge=1, le=65535, description="the server's SIP port")
+    port: _Int = Field(default=5060, ge=1, le=65535, description="the server's SIP port")
     transport: Annotated[Literal["udp", "tcp"], BeforeValidator(_lower)] = "udp"
     username: _User = Field(
         description="the SIP user name the door registers as (often its extension)",
@@ -252,9 +253,11 @@ class SipConfig(BaseModel):
     password_file: Path | None = None
     auth_username: _User | None = None
     domain: _Host | None = None
-    local_port: _Int = Field(5060, ge=0, le=65535, description="the local SIP port, 0 = any")
+    local_port: _Int = Field(
+        default=5060, ge=0, le=65535, description="the local SIP port, 0 = any"
+    )
     register: bool = True
-    expires: _Int = Field(300, ge=60, le=86400, json_schema_extra=_SECONDS)
+    expires: _Int = Field(default=300, ge=60, le=86400, json_schema_extra=_SECONDS)
     user_agent: Annotated[str, AfterValidator(_check_printable)] = f"pi-intercom/{__version__}"
 
     _password_source: str | None = PrivateAttr(None)
@@ -305,13 +308,13 @@ class CallConfig(BaseModel):
     model_config = _MODEL_CONFIG
 
     targets: _AddressList = Field(
-        DEFAULT_TARGETS,
+        default=DEFAULT_TARGETS,
         description="the extensions or SIP URIs to ring",
         examples=['["**9"]'],
     )
     strategy: Annotated[Literal["parallel", "sequential"], BeforeValidator(_lower)] = "parallel"
-    ring_timeout: _Int = Field(30, ge=1, le=600, json_schema_extra=_SECONDS)
-    max_duration: _Int = Field(300, ge=10, le=86400, json_schema_extra=_SECONDS)
+    ring_timeout: _Int = Field(default=30, ge=1, le=600, json_schema_extra=_SECONDS)
+    max_duration: _Int = Field(default=300, ge=10, le=86400, json_schema_extra=_SECONDS)
 
     @field_validator("targets")
     @classmethod
@@ -329,7 +332,7 @@ class IncomingConfig(BaseModel):
     model_config = _MODEL_CONFIG
 
     allow: _AddressList = ()
-    answer_after: _Int | None = Field(2, ge=0, le=60, json_schema_extra=_SECONDS)
+    answer_after: _Int | None = Field(default=2, ge=0, le=60, json_schema_extra=_SECONDS)
 
 
 class LogConfig(BaseModel):
@@ -348,7 +351,7 @@ class Config(BaseModel):
     model_config = _MODEL_CONFIG
 
     device_id: Annotated[str, BeforeValidator(_number_to_text)] = Field(
-        "frontdoor",
+        default="frontdoor",
         pattern=r"^[a-z0-9_-]{1,32}$",
         description="names this door in logs and MQTT topics",
     )
@@ -591,10 +594,10 @@ def _resolve_password(
         return None, [(file_loc, line)]
     if password_file is not None:
         return None, []  # not text: pydantic reports the type
-    value = env.get(PASSWORD_ENV)
-    if value:
-        secrets.append(value)
-        sip["password"] = value
+    from_env = env.get(PASSWORD_ENV)
+    if from_env:
+        secrets.append(from_env)
+        sip["password"] = from_env
         return PASSWORD_ENV, []
     if _is_true(sip.get("register", True)):
         line = (

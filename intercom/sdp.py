@@ -176,5 +176,7 @@ def answer(
         if c.name.lower() == "telephone-event" and c.rate == codec.rate:
             codecs.append(c)
             break
-    direction = {"sendonly": "recvonly", "recvonly": "sendonly"}.get(offer.direction, offer.direction)
+    direction = {"sendonly": "recvonly", "recvonly": "sendonly"}.get(
+        offer.direction, offer.direction
+    )
     return build(address, port, codecs, session_id=session_id, version=version, direction=direction)

@@ -199,7 +199,8 @@ class UserAgent:
     def via(self, branch: str | None = None) -> str:
         s = self.settings
         transport = s.transport.upper()
-        return f"SIP/2.0/{transport} {s.local_host}:{s.local_port};rport;branch={branch or self.new_branch()}"
+        branch = branch or self.new_branch()
+        return f"SIP/2.0/{transport} {s.local_host}:{s.local_port};rport;branch={branch}"
 
     def contact_uri(self) -> SipUri:
         s = self.settings
@@ -377,7 +378,7 @@ class UserAgent:
 
     def _maybe_answer_400(self, data: bytes, addr: Addr, exc: ParseError) -> None:
         """RFC 3261 16.3/8.2: a request that parses far enough gets its 400 (or 513) answer."""
-        if data.startswith(b"SIP/") or b"\nVia:" not in data and b"\nv:" not in data:
+        if data.startswith(b"SIP/") or (b"\nVia:" not in data and b"\nv:" not in data):
             return
         try:
             text = data.decode("utf-8", "replace")

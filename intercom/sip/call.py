@@ -85,7 +85,9 @@ class Leg:
         req.headers.add("Content-Type", "application/sdp")
         req.body = self.call.local_sdp
         self.invite = req
-        self.txn = agent.send_request(req, agent.proxy_addr(), now, self._on_response, self._timeout)
+        self.txn = agent.send_request(
+            req, agent.proxy_addr(), now, self._on_response, self._timeout
+        )
 
     def _on_response(self, resp: SipResponse, now: float) -> None:
         status = resp.status
@@ -351,9 +353,9 @@ class OutgoingCall:
         self._end_with_failures(now)
 
     def leg_finished(self, leg: Leg, now: float) -> None:
-        if all(not other.active and other.state is not LegState.ANSWERED for other in self.legs):
-            if self.ended:
-                self.agent.forget_call(self.handle)
+        idle = all(not o.active and o.state is not LegState.ANSWERED for o in self.legs)
+        if idle and self.ended:
+            self.agent.forget_call(self.handle)
 
     def _end_with_failures(self, now: float) -> None:
         if not self.failures:

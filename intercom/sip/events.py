@@ -123,6 +123,6 @@ def end_reason_for(status: int) -> str:
         return "unavailable"
     if status in (401, 407, 403):
         return "auth_failed"
-    if status in (603, 606) or 400 <= status < 500 and status != 488:
+    if status in (603, 606) or (400 <= status < 500 and status != 488):
         return "rejected"
     return "error"

@@ -1,9 +1,10 @@
 """SIP messages: parsing and serializing requests and responses (RFC 3261 section 7).
 
 Pure code: bytes in, objects out, and back. Header names keep the spelling they arrived with, so a
-captured message serializes back to the same bytes, while lookups are case-insensitive and know the
-compact forms (``v`` for Via, ``i`` for Call-ID...). Malformed input raises :class:`ParseError`, which
-the transport logs and drops, or answers with 400 where RFC 3261 says so.
+captured message serializes back to the same bytes, while lookups are case-insensitive and know
+the compact forms (``v`` for Via, ``i`` for Call-ID...). Malformed input raises
+:class:`ParseError`, which the transport logs and drops, or answers with 400 where RFC 3261 says
+so.
 """
 
 from __future__ import annotations
@@ -337,7 +338,7 @@ class StreamParser:
         self._max = max_buffer
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Add stream bytes; return each complete message's bytes (parse them with parse_message)."""
+        """Add stream bytes; return each complete message's bytes, for parse_message."""
         self._buf.extend(data)
         if len(self._buf) > self._max:
             self._buf.clear()

@@ -178,7 +178,9 @@ class Registration:
             self._fail(now, resp.status, f"unusable challenge: {exc}", refused=True)
             return
         if self.agent.digest is None:
-            self._fail(now, resp.status, "the PBX asks for a password and none is set", refused=True)
+            self._fail(
+                now, resp.status, "the PBX asks for a password and none is set", refused=True
+            )
             return
         if not self.agent.digest.should_retry(challenge, self.auth_failures):
             self._fail(now, resp.status, "credentials refused: wrong user name or password?", True)

@@ -61,7 +61,9 @@ class Session:
             self.agent.outbox.send(self._ack, self.agent.addr_of(self.dialog.next_hop()))
 
     # ---------------------------------------------------------------- UAS side
-    def send_2xx_until_acked(self, server: ServerTransaction, resp: SipResponse, now: float) -> None:
+    def send_2xx_until_acked(
+        self, server: ServerTransaction, resp: SipResponse, now: float
+    ) -> None:
         """RFC 3261 13.3.1.4: the UAS core retransmits its 2xx until the ACK comes."""
         server.respond(resp, now)
         self._pending_2xx = resp.to_bytes()

@@ -99,7 +99,9 @@ class _Transaction:
     def _go(self, new: State) -> None:
         allowed = TRANSITIONS[self.kind].get(self.state, frozenset())
         if new not in allowed:
-            raise LocalProtocolError(f"{self.kind}: no transition {self.state.value} -> {new.value}")
+            raise LocalProtocolError(
+                f"{self.kind}: no transition {self.state.value} -> {new.value}"
+            )
         self.state = new
         if new is State.TERMINATED:
             for handle in self._timers.values():
@@ -328,10 +330,10 @@ class TransactionLayer:
         branch = Via.parse(request.vias[0]).branch or ""
         method = "INVITE" if request.method == "ACK" else request.method
         txn = self.servers.get((branch, method))
-        if txn is not None and request.method == "ACK":
-            # An ACK for a 2xx has a new branch, so it never gets here; double-check the To tag.
-            if txn.final_status is not None and txn.final_status < 300:
-                return None
+        # An ACK for a 2xx has a new branch, so it never gets here; double-check all the same.
+        acked_2xx = txn is not None and txn.final_status is not None and txn.final_status < 300
+        if request.method == "ACK" and acked_2xx:
+            return None
         return txn
 
     def invite_server_for_cancel(self, cancel: SipRequest) -> ServerTransaction | None:

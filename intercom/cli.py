@@ -1,0 +1,257 @@
+"""The ``intercom`` command: run, check-config, ring, demo.
+
+``main(argv)`` returns the exit code instead of exiting, so tests call it in-process. Logs go to
+stderr; ``ring --json`` writes one JSON object per event to stdout, for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from intercom import __version__
+from intercom.config import Config, describe, load_config
+from intercom.controller import CallStateMachine
+from intercom.controller import describe as describe_event
+from intercom.errors import ConfigError
+from intercom.sip.events import CallAnswered, CallEnded, Event, RegistrationChanged
+
+log = logging.getLogger("intercom")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_NOT_ANSWERED = 2
+
+#: Call results that mean the callee did not take the call (exit 2), not that the door is broken.
+NOT_ANSWERED = frozenset(
+    {"no_answer", "busy", "rejected", "not_found", "unavailable", "cancelled", "local_hangup"}
+)
+
+
+def _setup_logging(level: str, trace: bool) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    trace_logger = logging.getLogger("intercom.sip.trace")
+    if trace:
+        trace_logger.setLevel(logging.DEBUG)
+        if logging.getLogger().level > logging.DEBUG:
+            logging.getLogger().setLevel(logging.DEBUG)
+    else:
+        trace_logger.setLevel(logging.INFO)  # never print the trace unless asked
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: {len(exc.errors)} error(s) in the configuration:", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  - {line}", file=sys.stderr)
+        return None
+
+
+# ------------------------------------------------------------------------------ check-config
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_ERROR
+    print(describe(config))
+    print(f"{args.config}: OK")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ ring
+class _Printer:
+    def __init__(self, as_json: bool, out: TextIO) -> None:
+        self.as_json = as_json
+        self.out = out
+        self.start = time.monotonic()
+        self.machine = CallStateMachine()
+        self.answered = False
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, CallAnswered):
+            self.answered = True
+        state = self.machine.feed(event)
+        fields = describe_event(event)
+        fields["state"] = state
+        fields["t"] = round(time.monotonic() - self.start, 3)
+        if self.as_json:
+            print(json.dumps(fields), file=self.out, flush=True)
+        else:
+            extra = " ".join(
+                f"{k}={v}" for k, v in fields.items() if k not in ("event", "state", "t")
+            )
+            line = f"{fields['t']:7.2f}s  {fields['event']:<12} [{state}] {extra}"
+            print(line.rstrip(), file=self.out, flush=True)
+
+
+async def ring(config: Config, targets: list[str], talk: float | None, printer: _Printer) -> int:
+    from intercom.phone import Phone, PhoneOptions
+
+    phone = Phone(config, PhoneOptions(trace=config.log.sip_trace))
+    try:
+        await phone.start()
+    except OSError as exc:
+        log.error("%s", exc)
+        return EXIT_ERROR
+    try:
+        if config.sip.register:
+            while True:
+                event = await phone.events.get()
+                printer(event)
+                if isinstance(event, RegistrationChanged) and event.state == "failed":
+                    log.error("registration failed: %s", event.reason)
+                    return EXIT_ERROR
+                if isinstance(event, RegistrationChanged) and event.state == "registered":
+                    break
+        handle = phone.call(targets)
+        hangup_task: asyncio.TimerHandle | None = None
+        while True:
+            event = await phone.events.get()
+            if isinstance(event, RegistrationChanged):
+                printer(event)
+                continue
+            if getattr(event, "call", None) != handle:
+                continue
+            printer(event)
+            if isinstance(event, CallAnswered) and talk is not None:
+                loop = asyncio.get_running_loop()
+                hangup_task = loop.call_later(talk, phone.hangup, handle)
+            if isinstance(event, CallEnded):
+                if hangup_task is not None:
+                    hangup_task.cancel()
+                if printer.answered:
+                    return EXIT_OK
+                if event.reason in NOT_ANSWERED:
+                    return EXIT_NOT_ANSWERED
+                return EXIT_ERROR
+    finally:
+        await phone.stop()
+
+
+def cmd_ring(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_ERROR
+    _setup_logging(args.log_level or config.log.level, config.log.sip_trace or args.sip_trace)
+    if args.sip_trace and not config.log.sip_trace:
+        config = config.model_copy(
+            update={"log": config.log.model_copy(update={"sip_trace": True})}
+        )
+    targets = list(args.targets) or list(config.call.targets)
+    printer = _Printer(args.json, sys.stdout)
+    try:
+        return asyncio.run(ring(config, targets, args.talk, printer))
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+
+
+# ------------------------------------------------------------------------------ run
+async def run_daemon(config: Config, trace: bool) -> int:
+    from intercom.phone import Phone, PhoneOptions
+
+    phone = Phone(config, PhoneOptions(trace=trace))
+    try:
+        await phone.start()
+    except OSError as exc:
+        log.error("%s", exc)
+        return EXIT_ERROR
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    machine = CallStateMachine()
+
+    async def consume() -> None:
+        while True:
+            event = await phone.events.get()
+            state = machine.feed(event)
+            fields = describe_event(event)
+            log.info("%s (call state: %s)", " ".join(f"{k}={v}" for k, v in fields.items()), state)
+
+    consumer = asyncio.create_task(consume())
+    await stop.wait()
+    log.info("stopping")
+    await phone.stop()
+    consumer.cancel()
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_ERROR
+    trace = config.log.sip_trace or args.sip_trace
+    _setup_logging(args.log_level or config.log.level, trace)
+    return asyncio.run(run_daemon(config, trace))
+
+
+# ------------------------------------------------------------------------------ demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from intercom.demo import run_demo
+
+    _setup_logging(args.log_level or "warning", args.sip_trace)
+    return asyncio.run(run_demo(talk=args.talk, out=sys.stdout))
+
+
+# ------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="intercom", description="pi-intercom: a SIP door intercom for the Raspberry Pi."
+    )
+    parser.add_argument("--version", action="version", version=f"pi-intercom {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, config: bool = True) -> None:
+        if config:
+            p.add_argument("-c", "--config", required=True, help="the YAML configuration file")
+        p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+        p.add_argument(
+            "--sip-trace", action="store_true", help="log every SIP message (secrets masked)"
+        )
+
+    p = sub.add_parser("check-config", help="validate a configuration file, listing all errors")
+    p.add_argument("-c", "--config", required=True, help="the YAML configuration file")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("run", help="the daemon: register and keep the door reachable")
+    common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("ring", help="place one call, to TARGETs or to call.targets")
+    common(p)
+    p.add_argument("targets", nargs="*", metavar="TARGET", help="extension or SIP URI")
+    p.add_argument("--talk", type=float, metavar="SECONDS", help="hang up after this long")
+    p.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
+    p.set_defaults(func=cmd_ring)
+
+    p = sub.add_parser("demo", help="a door call to a virtual handset, all on this machine")
+    common(p, config=False)
+    p.add_argument("--talk", type=float, default=3.0, metavar="SECONDS")
+    p.add_argument("--once", action="store_true", help="play the story once and exit")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "config", None) and not Path(args.config).exists():
+        print(f"{args.config}: no such file", file=sys.stderr)
+        return EXIT_ERROR
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

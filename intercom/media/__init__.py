@@ -1,0 +1,1 @@
+"""Media: RTP, codecs and audio devices."""

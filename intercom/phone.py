@@ -1,0 +1,172 @@
+"""The door's phone: the SIP endpoint and each call's media, on one asyncio event loop.
+
+This is the runtime that ``intercom ring``, ``intercom run`` and the demo share. It owns nothing
+of the protocol: it builds the sans-I/O agent from the config, binds the sockets, starts and stops
+RTP as calls are answered and end, and hands every event to an asyncio queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from intercom import __version__
+from intercom.config import Config
+from intercom.media.placeholder import SilenceStream, sdp_for
+from intercom.sip.agent import AgentSettings, UserAgent
+from intercom.sip.events import CallAnswered, CallEnded, Event, RegistrationChanged
+from intercom.transport import SipEndpoint, bind_sip_socket, local_address_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PhoneOptions:
+    trace: bool = False
+    #: Address to bind; None means the local address that routes to the PBX.
+    local_host: str | None = None
+
+
+def _host_for_uri(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def settings_from_config(config: Config, local_host: str, local_port: int) -> AgentSettings:
+    sip = config.sip
+    return AgentSettings(
+        username=sip.username,
+        domain=_host_for_uri(sip.effective_domain),
+        proxy=(sip.server, sip.port),
+        local_host=local_host,
+        local_port=local_port,
+        transport=sip.transport,
+        password=sip.secret(),
+        auth_username=sip.auth_username,
+        user_agent=sip.user_agent or f"pi-intercom/{__version__}",
+        expires=sip.expires,
+        allow_incoming=tuple(config.incoming.allow),
+        answer_after=config.incoming.answer_after,
+        max_duration=float(config.call.max_duration),
+    )
+
+
+class Phone:
+    def __init__(self, config: Config, options: PhoneOptions | None = None) -> None:
+        self.config = config
+        self.options = options or PhoneOptions()
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self.media: dict[int, SilenceStream] = {}
+        #: RTP packets (sent, received) of each call that ended, for the demo and the doctor.
+        self.rtp_stats: dict[int, tuple[int, int]] = {}
+        self.agent: UserAgent | None = None
+        self.endpoint: SipEndpoint | None = None
+        self.registration: RegistrationChanged | None = None
+        self._registered = asyncio.Event()
+        self._reg_result = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        sip = self.config.sip
+        host = self.options.local_host or local_address_for(sip.server, sip.port)
+        sock = bind_sip_socket(host, sip.local_port, sip.transport)
+        port = sock.getsockname()[1]
+        self.agent = UserAgent(settings_from_config(self.config, host, port), self._sdp)
+        self.endpoint = SipEndpoint(self.agent, trace=self.options.trace)
+        self.endpoint.listeners.append(self._on_event)
+        await self.endpoint.start(sock)
+        log.info("SIP on %s:%s/%s, PBX %s:%s", host, port, sip.transport, sip.server, sip.port)
+        if sip.register:
+            self.endpoint.command(self.agent.register)
+
+    @property
+    def local_addr(self) -> tuple[str, int]:
+        assert self.agent is not None
+        return (self.agent.settings.local_host, self.agent.settings.local_port)
+
+    async def wait_registration(self, timeout: float) -> RegistrationChanged | None:
+        """The first registration outcome (registered or failed), or None on time-out."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._reg_result.wait(), timeout)
+        return self.registration
+
+    def call(self, targets: list[str]) -> int:
+        assert self.agent is not None and self.endpoint is not None
+        agent, cfg = self.agent, self.config.call
+        handle = self.endpoint.command(
+            lambda now: agent.call(
+                targets,
+                now,
+                strategy=cfg.strategy,
+                ring_timeout=float(cfg.ring_timeout),
+                max_duration=float(cfg.max_duration),
+            )
+        )
+        assert isinstance(handle, int)
+        return handle
+
+    def hangup(self, handle: int) -> None:
+        assert self.agent is not None and self.endpoint is not None
+        agent = self.agent
+        self.endpoint.command(lambda now: agent.hangup(handle, now))
+
+    def hangup_all(self) -> None:
+        assert self.agent is not None
+        for handle in self.agent.active_calls():
+            self.hangup(handle)
+
+    async def stop(self, timeout: float = 4.0) -> None:
+        """Hang up, let the last transactions finish, un-REGISTER, close. Bounded by ``timeout``."""
+        if self.agent is None or self.endpoint is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self.hangup_all()
+        while self.agent.calls and loop.time() < deadline - 1.5:
+            await asyncio.sleep(0.05)
+        if self.agent.registration is not None and self.config.sip.register:
+            self._reg_result.clear()
+            self.endpoint.command(self.agent.unregister)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wait_unregistered(), max(0.1, deadline - loop.time()))
+        for stream in list(self.media.values()):
+            await stream.stop()
+        self.media.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.endpoint.close()
+
+    async def _wait_unregistered(self) -> None:
+        while self.registration is None or self.registration.state != "unregistered":
+            await asyncio.sleep(0.02)
+
+    # ---------------------------------------------------------------- internals
+    def _sdp(self, handle: int, offer: bytes | None) -> bytes | None:
+        stream = self.media.get(handle)
+        if stream is None:
+            assert self.agent is not None
+            stream = SilenceStream.bind(self.agent.settings.local_host)
+            self.media[handle] = stream
+        return sdp_for(stream, handle, offer)
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, RegistrationChanged):
+            self.registration = event
+            if event.state in ("registered", "failed"):
+                self._reg_result.set()
+        elif isinstance(event, CallAnswered):
+            stream = self.media.get(event.call)
+            if stream is not None:
+                self._spawn(stream.start(event.remote_sdp))
+        elif isinstance(event, CallEnded):
+            stream = self.media.pop(event.call, None)
+            if stream is not None:
+                self.rtp_stats[event.call] = (stream.sent, stream.received)
+                self._spawn(stream.stop())
+        self.events.put_nowait(event)
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,34 @@
+"""Real SIP peers (Kamailio, baresip, linphonec) run on loopback for the acceptance tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+
+
+def terminate_group(proc: subprocess.Popen[bytes], timeout: float = 3.0) -> None:
+    """SIGTERM the process group of `proc`, wait up to `timeout`, then SIGKILL what is left.
+
+    Every peer is started in a session of its own, so the group holds the peer and any worker it
+    forked (Kamailio forks a dozen); killing the group is what keeps tests from leaving orphans.
+    When `proc` is already gone, whatever is left of its group is killed outright.
+    """
+    try:
+        pgid: int | None = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        pgid = proc.pid  # the leader is reaped; its group id was its pid
+    if proc.poll() is None and pgid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout)
+    if pgid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    proc.wait(timeout=5)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()
