@@ -27,6 +27,8 @@ class PhoneOptions:
     trace: bool = False
     #: Address to bind; None means the local address that routes to the PBX.
     local_host: str | None = None
+    #: Keep every SIP message sent and received in ``Phone.wire`` (tests, doctor, bench).
+    capture: bool = False
 
 
 def _host_for_uri(host: str) -> str:
@@ -66,6 +68,8 @@ class Phone:
         self._registered = asyncio.Event()
         self._reg_result = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: ("sent" | "received", monotonic time, message bytes), when options.capture is set.
+        self.wire: list[tuple[str, float, bytes]] = []
 
     async def start(self) -> None:
         sip = self.config.sip
@@ -75,6 +79,12 @@ class Phone:
         self.agent = UserAgent(settings_from_config(self.config, host, port), self._sdp)
         self.endpoint = SipEndpoint(self.agent, trace=self.options.trace)
         self.endpoint.listeners.append(self._on_event)
+        if self.options.capture:
+            loop = asyncio.get_running_loop()
+            self.endpoint.on_sent = lambda data, _a: self.wire.append(("sent", loop.time(), data))
+            self.endpoint.on_received = lambda data, _a: self.wire.append(
+                ("received", loop.time(), data)
+            )
         await self.endpoint.start(sock)
         log.info("SIP on %s:%s/%s, PBX %s:%s", host, port, sip.transport, sip.server, sip.port)
         if sip.register:

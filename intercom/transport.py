@@ -98,6 +98,7 @@ class SipEndpoint:
         self.trace = trace
         self.listeners: list[Callable[[Event], None]] = []
         self.on_sent: Callable[[bytes, Addr], None] | None = None
+        self.on_received: Callable[[bytes, Addr], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._resolver = _Resolver()
@@ -145,6 +146,8 @@ class SipEndpoint:
     def received(self, data: bytes, addr: Addr) -> None:
         if self.trace:
             self._trace("received from", addr, data)
+        if self.on_received is not None:
+            self.on_received(data, addr)
         self.agent.receive_datagram(data, addr, self.now())
         self.pump()
 

@@ -66,6 +66,7 @@ class Registration:
         self._stale_contacts: list[str] = []
         self._expires_in_flight = expires
         self._announced = False  # "registered" is told once, not at every refresh
+        self._generation = 0  # which REGISTER is the current one
 
     # -- state --------------------------------------------------------------------------------
     def _go(self, new: RegState) -> None:
@@ -79,10 +80,17 @@ class Registration:
 
     # -- commands -----------------------------------------------------------------------------
     def start(self, now: float) -> None:
+        # A new start replaces a pending refresh or back-off retry, and is announced afresh.
+        self.agent.timers.cancel(self._timer)
+        self._timer = None
+        self._announced = False
+        self.auth_failures = 0
         self._send(now, self.requested, announce=True)
 
     def stop(self, now: float) -> None:
         """Un-REGISTER (expires 0); the state becomes ``unregistered`` on the answer or time-out."""
+        if self.state is RegState.UNREGISTERING:
+            return  # the un-REGISTER is already on its way
         self.agent.timers.cancel(self._timer)
         if self.state in (RegState.REGISTERED, RegState.REGISTERING):
             self._go(RegState.UNREGISTERING)
@@ -120,7 +128,20 @@ class Registration:
             name, _ = self._auth_header
             req.headers.add(name, self._authorize_again(req))
         agent.add_common_headers(req)
-        agent.send_request(req, agent.proxy_addr(), now, self._on_response, self._on_timeout)
+        # Only the newest REGISTER speaks for the binding: the late answer to one it replaced
+        # (a REGISTER overtaken by the un-REGISTER, say) is ignored.
+        self._generation += 1
+        gen = self._generation
+
+        def on_response(resp: SipResponse, t: float) -> None:
+            if gen == self._generation:
+                self._on_response(resp, t)
+
+        def on_timeout(t: float) -> None:
+            if gen == self._generation:
+                self._on_timeout(t)
+
+        agent.send_request(req, agent.proxy_addr(), now, on_response, on_timeout)
 
     def _authorize_again(self, req: SipRequest) -> str:
         assert self._auth_header is not None

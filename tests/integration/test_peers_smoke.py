@@ -119,6 +119,8 @@ def test_busy_handset_answers_486(kamailio: Kamailio, handset: HandsetFactory) -
     assert closed["param"].startswith("486")
     assert busy.wait_event("CALL_INCOMING")
     assert not busy.find_events("CALL_ESTABLISHED")
+    (call,) = busy.calls()
+    assert call.rejected and not call.cancelled
     assert kamailio.log_lines(r"PBX: reply 486 ")
 
 
@@ -133,6 +135,7 @@ def test_cancel_reaches_ringing_handset(kamailio: Kamailio, handset: HandsetFact
 
     call = ringing.wait_cancelled()
     assert call.peeruri == f"sip:620@{kamailio.hostport}"
+    assert not call.rejected and not call.established
     assert kamailio.log_lines(r"PBX: reply 487 ")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 
@@ -32,3 +33,23 @@ def terminate_group(proc: subprocess.Popen[bytes], timeout: float = 3.0) -> None
         if stream is not None:
             with contextlib.suppress(OSError, ValueError):
                 stream.close()
+
+
+_SBIN_DIRS = os.pathsep.join(("/usr/local/sbin", "/usr/sbin", "/sbin"))
+
+
+def find_program(name: str) -> str | None:
+    """The full path of `name`, also looking in the sbin dirs.
+
+    Debian installs `kamailio` and `kamcmd` in /usr/sbin, which is not on an ordinary user's
+    PATH; the tests must find them there all the same.
+    """
+    return shutil.which(name) or shutil.which(name, path=_SBIN_DIRS)
+
+
+def require_program(name: str) -> str:
+    """The full path of `name`; FileNotFoundError when it is not installed."""
+    path = find_program(name)
+    if path is None:
+        raise FileNotFoundError(f"{name} is not installed (looked in PATH and the sbin dirs)")
+    return path

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from tests.peers import terminate_group
+from tests.peers import require_program, terminate_group
 from tests.peers.ports import LOOPBACK, free_udp_tcp_port
 
 BARESIP = "baresip"
@@ -34,6 +34,10 @@ AnswerMode = Literal["auto", "manual", "busy"]
 # baresip 1.0 keeps the sndfile recording path in a 128-byte buffer together with the file name
 # (`dump-YYYY-MM-DD-HH-MM-SS-dec.wav`, 32 bytes); longer paths silently record nothing.
 _MAX_SND_PATH = 90
+
+# Short codec names and the `name/srate/channels` baresip's audio_codecs needs (G722's sample
+# rate is 16 kHz even though its RTP clock says 8000).
+_CODEC_SPECS = {"PCMU": "PCMU/8000/1", "PCMA": "PCMA/8000/1", "G722": "G722/16000/1"}
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 # A `reginfo` line: `> sip:620@127.0.0.1:5080   OK  pbx Expires 600s` (or ERR, or zzz).
@@ -55,11 +59,21 @@ class CallInfo:
     established: bool = False
     closed: bool = False
     close_reason: str = ""
+    rejected: bool = False
 
     @property
     def cancelled(self) -> bool:
-        """An incoming call that closed before it was ever established (CANCEL or timeout)."""
-        return self.direction == "incoming" and self.closed and not self.established
+        """An incoming call that the caller gave up (CANCEL) before it was answered.
+
+        That is: closed, never established, and not rejected by this handset (busy mode or a
+        `hangup()` while it rang).
+        """
+        return (
+            self.direction == "incoming"
+            and self.closed
+            and not self.established
+            and not self.rejected
+        )
 
 
 class Baresip:
@@ -85,7 +99,7 @@ class Baresip:
         tone_hz: int = 440,
         record: bool = True,
         transport: Literal["udp", "tcp"] = "udp",
-        codecs: Sequence[str] = ("PCMU/8000/1", "PCMA/8000/1", "G722/16000/1"),
+        codecs: Sequence[str] = ("PCMU", "PCMA", "G722"),
         regint: int = 600,
         register: bool = True,
         sip_trace: bool = True,
@@ -101,7 +115,7 @@ class Baresip:
         self.tone_hz = tone_hz
         self.record = record
         self.transport = transport
-        self.codecs = tuple(codecs)
+        self.codecs = tuple(_CODEC_SPECS.get(codec.upper(), codec) for codec in codecs)
         self.regint = regint
         self.register = register
         self.sip_trace = sip_trace
@@ -128,6 +142,7 @@ class Baresip:
         self._tokens = itertools.count(1)
         self._timers: list[threading.Timer] = []
         self._closing = False
+        self._last_dtmf = 0.0
 
     # -- addressing --------------------------------------------------------------------------
 
@@ -146,10 +161,9 @@ class Baresip:
         """
         if self._proc is not None:
             return
-        if shutil.which(BARESIP) is None:
-            raise FileNotFoundError(f"{BARESIP} is not installed")
+        program = require_program(BARESIP)
         self._write_config()
-        command = [BARESIP, "-f", str(self.confdir)]
+        command = [program, "-f", str(self.confdir)]
         if self.sip_trace:
             command.append("-s")
         # baresip writes its log through stdio; line buffering keeps the log file current even
@@ -197,7 +211,11 @@ class Baresip:
             shutil.rmtree(self.snd_dir, ignore_errors=True)
 
     def __enter__(self) -> Baresip:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(
@@ -258,20 +276,24 @@ class Baresip:
 
     def hangup(self) -> None:
         """Hang up the current call; on a ringing incoming call this rejects it with 486."""
+        with self._cond:
+            for call in self._calls.values():
+                if call.direction == "incoming" and not call.established and not call.closed:
+                    call.rejected = True
         self.command("hangup")
 
     def send_dtmf(self, digits: str, gap: float = 0.4) -> None:
         """Send DTMF (RFC 4733) one digit at a time, `gap` seconds apart.
 
         baresip's `sndcode` ends only the last digit of a multi-digit string properly, so every
-        digit gets its own command followed by a pause long enough for the end packets.
+        digit gets its own command, and the pause is kept across calls of this method too.
         """
-        for index, digit in enumerate(digits):
+        for digit in digits:
             if digit not in "0123456789*#ABCD":
                 raise ValueError(f"not a DTMF digit: {digit!r}")
-            if index:
-                time.sleep(gap)
+            time.sleep(max(0.0, self._last_dtmf + gap - time.monotonic()))
             self.command("sndcode", digit)
+            self._last_dtmf = time.monotonic()
 
     def dtmf_received(self) -> str:
         """The DTMF digits this handset has received so far, in order (from DTMF_START events)."""
@@ -422,7 +444,11 @@ class Baresip:
                 colon = buffer.find(b":")
                 if colon < 0:
                     break
-                length = int(buffer[:colon])
+                try:
+                    length = int(buffer[:colon])
+                except ValueError:  # not a netstring: resynchronise on the next message
+                    buffer = b""
+                    break
                 end = colon + 1 + length
                 if len(buffer) < end + 1:
                     break

@@ -8,14 +8,14 @@ is gone when it ends. When a test fails, the logs of its peers are attached to t
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 
-from tests.peers.baresip import AnswerMode, Baresip
+from tests.peers import find_program
+from tests.peers.baresip import BARESIP, AnswerMode, Baresip
 from tests.peers.kamailio import KAMAILIO, KAMCMD, Kamailio
 from tests.peers.linphone import LINPHONEC, Linphonec
 
@@ -44,7 +44,7 @@ def require_binaries(*names: str) -> None:
     `scripts/test` installs the packages, a missing program means the setup broke and the
     acceptance tests must not silently vanish.
     """
-    missing = [name for name in names if shutil.which(name) is None]
+    missing = [name for name in names if find_program(name) is None]
     if not missing:
         return
     message = f"{', '.join(missing)} not installed (Debian: kamailio baresip-core linphone-cli)"
@@ -58,20 +58,21 @@ def _remember(request: pytest.FixtureRequest, name: str, peer: _HasLog) -> None:
     request.node.stash.setdefault(_PEERS_KEY, []).append((name, peer))
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Attach the tail of every peer's log to the report of a failed setup or test call."""
-    outcome: Any = yield
-    report: pytest.TestReport = outcome.get_result()
-    if report.when not in ("setup", "call") or not report.failed:
-        return
-    for name, peer in item.stash.get(_PEERS_KEY, []):
-        try:
-            text = peer.log_text()
-        except Exception as exc:  # a log that cannot be read must not hide the real failure
-            text = f"(log unavailable: {exc})"
-        tail = "\n".join(text.splitlines()[-_LOG_TAIL_LINES:])
-        report.sections.append((f"{name} log (last {_LOG_TAIL_LINES} lines)", tail))
+    report = yield
+    if report.when in ("setup", "call") and report.failed:
+        for name, peer in item.stash.get(_PEERS_KEY, []):
+            try:
+                text = peer.log_text()
+            except Exception as exc:  # a log that cannot be read must not hide the failure
+                text = f"(log unavailable: {exc})"
+            tail = "\n".join(text.splitlines()[-_LOG_TAIL_LINES:])
+            report.sections.append((f"{name} log (last {_LOG_TAIL_LINES} lines)", tail))
+    return report
 
 
 def _start_kamailio(
@@ -127,7 +128,7 @@ def handset(
     keyword arguments go to `Baresip` (tone_hz, record, transport, answer_delay, ...). All
     handsets are stopped at teardown, before the PBX.
     """
-    require_binaries("baresip")
+    require_binaries(BARESIP)
     started: list[Baresip] = []
 
     def make(

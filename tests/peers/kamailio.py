@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from tests.peers import terminate_group
+from tests.peers import require_program, terminate_group
 from tests.peers.ports import LOOPBACK, free_udp_tcp_port
 
 KAMAILIO = "kamailio"
@@ -359,6 +359,7 @@ class Kamailio:
         workdir: Path | None = None,
         port: int | None = None,
         log_level: int = 2,
+        max_expires: int = 3600,
     ) -> None:
         for user, password in users.items():
             if not _USER_RE.match(user):
@@ -371,6 +372,9 @@ class Kamailio:
         self.qop = qop
         self.realm = realm
         self.log_level = log_level
+        # A registrar that grants short expiries makes clients refresh soon: a PBX restart test
+        # then takes seconds, not minutes.
+        self.max_expires = max_expires
         self._own_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="kamailio-")) if workdir is None else workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -393,8 +397,7 @@ class Kamailio:
         """
         if self.running:
             return
-        if shutil.which(KAMAILIO) is None:
-            raise FileNotFoundError(f"{KAMAILIO} is not installed")
+        require_program(KAMAILIO)
         self.config_path.write_text(self._render_config())
         self._check_config()
         with self.log_path.open("ab") as log:
@@ -411,9 +414,9 @@ class Kamailio:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise KamailioError(
-                    f"kamailio exited with {self._proc.returncode}:\n{self.log_text()}"
-                )
+                code = self._proc.returncode
+                self.stop()  # reap it and any worker it had already forked
+                raise KamailioError(f"kamailio exited with {code}:\n{self.log_text()}")
             if self.ping(timeout=0.2):
                 return
         self.stop()
@@ -429,7 +432,11 @@ class Kamailio:
         terminate_group(proc, timeout)
 
     def restart(self) -> None:
-        """Stop and start again on the same port: a PBX reboot that forgets every registration."""
+        """Stop and start again on the same port: a PBX reboot that forgets every registration.
+
+        The config is written anew, so `users` may be changed before calling it. The log file is
+        appended to, so `log_text()` and `log_lines()` still show what happened before.
+        """
         self.stop()
         self.start()
 
@@ -441,7 +448,11 @@ class Kamailio:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Kamailio:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(
@@ -498,7 +509,7 @@ class Kamailio:
     def kamcmd(self, *args: str, timeout: float = 5.0) -> subprocess.CompletedProcess[str]:
         """Run `kamcmd` against this instance's own ctl socket."""
         return subprocess.run(
-            [KAMCMD, "-s", f"unix:{self._ctl_socket}", *args],
+            [require_program(KAMCMD), "-s", f"unix:{self._ctl_socket}", *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -555,7 +566,7 @@ class Kamailio:
         # -DD: stay in the foreground (still forking the workers), -E: log to stderr,
         # -Y/-w: private runtime and working dirs, -m/-M: small shared and private memory (MB).
         return [
-            KAMAILIO,
+            require_program(KAMAILIO),
             "-DD",
             "-E",
             "-f",
@@ -573,7 +584,7 @@ class Kamailio:
     def _check_config(self) -> None:
         """Syntax-check the config first (`-c`), so a broken template fails with a clear message."""
         result = subprocess.run(
-            [KAMAILIO, "-c", "-f", str(self.config_path), "-Y", str(self._rundir)],
+            [require_program(KAMAILIO), "-c", "-f", str(self.config_path), "-Y", str(self._rundir)],
             capture_output=True,
             text=True,
             timeout=20,
@@ -621,4 +632,7 @@ event_route[htable:mod-init] {{
 {users}
 }}
 """
-        return header + _ROUTING + init
+        routing = _ROUTING.replace(
+            '"max_expires", 3600', f'"max_expires", {self.max_expires}'
+        ).replace('"min_expires", 10', f'"min_expires", {min(10, self.max_expires)}')
+        return header + routing + init

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from tests.peers import terminate_group
+from tests.peers import require_program, terminate_group
 from tests.peers.ports import LOOPBACK, free_udp_tcp_port
 
 LINPHONEC = "linphonec"
@@ -97,6 +97,7 @@ class Linphonec:
         self._events: list[LinphoneEvent] = []
         self._consumed: set[int] = set()
         self._write_lock = threading.Lock()
+        self._eof = False
 
     @property
     def aor(self) -> str:
@@ -109,10 +110,9 @@ class Linphonec:
         """Write the config and start linphonec; commands go to its stdin, events come on stdout."""
         if self._proc is not None:
             return
-        if shutil.which(LINPHONEC) is None:
-            raise FileNotFoundError(f"{LINPHONEC} is not installed")
+        program = require_program(LINPHONEC)
         self._write_files()
-        command = [LINPHONEC, "-c", str(self.rc_path), "-d", "6", "-l", str(self.log_path)]
+        command = [program, "-c", str(self.rc_path), "-d", "6", "-l", str(self.log_path)]
         if self.auto_answer:
             command.insert(1, "-a")
         stdbuf = shutil.which("stdbuf")
@@ -133,6 +133,7 @@ class Linphonec:
             start_new_session=True,
         )
         assert self._proc.stdout is not None
+        self._eof = False
         self._reader = threading.Thread(
             target=self._read_loop,
             args=(self._proc.stdout,),
@@ -158,6 +159,8 @@ class Linphonec:
             proc.stdin.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=timeout)
+        if proc.poll() is not None and self._reader is not None:
+            self._reader.join(timeout=2)  # let it read the last lines before the pipe is closed
         terminate_group(proc)
         if self._reader is not None:
             self._reader.join(timeout=2)
@@ -168,7 +171,11 @@ class Linphonec:
         self.stop()
 
     def __enter__(self) -> Linphonec:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(
@@ -273,24 +280,28 @@ class Linphonec:
                     self._consumed.add(index)
                     return event
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self._eof:
                 return None
             self._cond.wait(remaining)
 
     def _read_loop(self, stream: IO[bytes]) -> None:
         with self.transcript_path.open("w") as transcript:
-            for raw in iter(stream.readline, b""):
-                line = raw.decode(errors="replace").rstrip("\r\n")
-                transcript.write(line + "\n")
-                transcript.flush()
-                with self._cond:
-                    self._lines.append(line)
-                    for kind, pattern in _LINE_PATTERNS:
-                        match = pattern.search(line)
-                        if match:
-                            self._events.append(LinphoneEvent(kind, match.groupdict(), line))
-                    self._cond.notify_all()
+            try:
+                for raw in iter(stream.readline, b""):
+                    line = raw.decode(errors="replace").rstrip("\r\n")
+                    transcript.write(line + "\n")
+                    transcript.flush()
+                    with self._cond:
+                        self._lines.append(line)
+                        for kind, pattern in _LINE_PATTERNS:
+                            match = pattern.search(line)
+                            if match:
+                                self._events.append(LinphoneEvent(kind, match.groupdict(), line))
+                        self._cond.notify_all()
+            except (OSError, ValueError):  # the pipe was closed under us at teardown
+                pass
         with self._cond:
+            self._eof = True
             self._cond.notify_all()
 
     def _tail(self, lines: int = 40) -> str:
