@@ -7,6 +7,7 @@ door's event loop (and so its SIP stack) turning while they wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,10 +93,8 @@ class Door:
                 names = [event_name(e) for e in self.events]
                 raise AssertionError(f"no {what} within {timeout} s; events: {names}")
             self._new.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new.wait(), remaining)
-            except TimeoutError:
-                pass
 
     async def wait_event(self, name: str, timeout: float = 10.0) -> Event:
         return await self.wait_for(lambda e: event_name(e) == name, timeout, repr(name))
