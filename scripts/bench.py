@@ -43,6 +43,7 @@ class Tap:
         self._front: asyncio.DatagramTransport | None = None
         self._backs: dict[Addr, asyncio.DatagramTransport] = {}
         self.port = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -50,7 +51,9 @@ class Tap:
 
         class Front(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-                loop.create_task(tap._from_client(data, (addr[0], addr[1])))
+                task = loop.create_task(tap._from_client(data, (addr[0], addr[1])))
+                tap._tasks.add(task)
+                task.add_done_callback(tap._tasks.discard)
 
         self._front, _ = await loop.create_datagram_endpoint(Front, local_addr=("127.0.0.1", 0))
         self.port = self._front.get_extra_info("sockname")[1]

@@ -38,7 +38,7 @@ L = LegState
 LEG_TRANSITIONS: dict[LegState, frozenset[LegState]] = {
     L.CALLING: frozenset({L.CALLING, L.RINGING, L.CANCELLING, L.ANSWERED, L.DONE}),
     L.RINGING: frozenset({L.RINGING, L.CANCELLING, L.ANSWERED, L.DONE}),
-    L.CANCELLING: frozenset({L.CANCELLING, L.DONE}),
+    L.CANCELLING: frozenset({L.CANCELLING, L.ANSWERED, L.DONE}),  # a 200 crossed our CANCEL
     L.ANSWERED: frozenset({L.DONE}),
     L.DONE: frozenset(),
 }
@@ -206,6 +206,9 @@ class Leg:
 
     def _give_up(self, now: float) -> None:
         if self.state is LegState.CANCELLING:
+            # RFC 3261 9.1: no final response 64*T1 after the CANCEL; forget the INVITE.
+            if self.txn is not None:
+                self.txn.cancel_timers()
             self._done(now)
             self.call.leg_failed(self, 408, "cancelled", now)
 

@@ -87,7 +87,8 @@ class Session:
             assert self._pending_dest is not None
             self.agent.outbox.send(self._pending_2xx, self._pending_dest)
         self._retx_interval = min(self._retx_interval * 2, T2)
-        self._arm_retx(now + self._retx_interval)
+        # Give up at 64*T1 sharp, not at the first retransmission after it.
+        self._arm_retx(min(now + self._retx_interval, self._retx_deadline))
 
     def ack_received(self, ack: SipRequest, now: float) -> None:
         self._pending_2xx = None
@@ -108,9 +109,18 @@ class Session:
         elif method == "INVITE":
             self._reinvite(req, server, now)
         elif method == "UPDATE":
+            self.dialog.update_target(req)
             resp = response_to(req, 200, "OK")
             if req.body:
-                resp = self._with_sdp(resp, req.body)
+                # An offer: answer it with our SDP (never echo the peer's own offer back).
+                answer = self.agent.sdp_provider(self.handle, req.body)
+                if answer is None:
+                    server.respond(response_to(req, 488, "Not Acceptable Here"), now)
+                    return
+                self.local_sdp = answer
+                self.remote_sdp = req.body
+                self.agent.emit(CallUpdated(self.handle, req.body))
+                resp = self._with_sdp(resp, answer)
             server.respond(resp, now)
         elif method == "INFO":
             server.respond(response_to(req, 200, "OK"), now)
