@@ -41,6 +41,10 @@ class AudioStream:
     direction: str = "sendrecv"
     ptime: int | None = None
     fmtp: dict[int, str] = field(default_factory=dict)
+    #: Every m= line of the offer, in order, and which one is this stream: an answer must carry
+    #: as many m= lines as the offer (RFC 3264 6), with the ones we refuse set to port 0.
+    media_lines: list[str] = field(default_factory=list)
+    index: int = 0
 
     @property
     def on_hold(self) -> bool:
@@ -60,6 +64,7 @@ def parse_audio(sdp: bytes) -> AudioStream:
     found_audio = False
     rtpmaps: dict[int, Codec] = {}
     formats: list[int] = []
+    media_lines: list[str] = []
     for raw in text.splitlines():
         line = raw.strip()
         if len(line) < 2 or line[1] != "=":
@@ -67,6 +72,7 @@ def parse_audio(sdp: bytes) -> AudioStream:
         kind, value = line[0], line[2:]
         if kind == "m":
             in_audio = False
+            media_lines.append(value)
             parts = value.split()
             if parts and parts[0] == "audio" and not found_audio and len(parts) >= 3:
                 try:
@@ -75,6 +81,7 @@ def parse_audio(sdp: bytes) -> AudioStream:
                 except ValueError:
                     raise RemoteProtocolError(f"bad m= line {value!r}", status_hint=488) from None
                 stream = AudioStream(address=session_addr or "", port=port, direction=session_dir)
+                stream.index = len(media_lines) - 1
                 in_audio = found_audio = True
             continue
         if kind == "c":
@@ -106,6 +113,7 @@ def parse_audio(sdp: bytes) -> AudioStream:
                 stream.ptime = int(arg.strip())
     if stream is None:
         raise RemoteProtocolError("SDP has no audio stream", status_hint=488)
+    stream.media_lines = media_lines
     if not stream.address:
         raise RemoteProtocolError("SDP audio stream has no connection address", status_hint=488)
     for pt in formats:
@@ -127,6 +135,8 @@ def build(
     version: int = 1,
     direction: str = "sendrecv",
     ptime: int = 20,
+    media_lines: list[str] | None = None,
+    index: int = 0,
 ) -> bytes:
     """An SDP body with one audio stream; ``address`` must be a real, routable address."""
     if direction not in DIRECTIONS:
@@ -138,15 +148,28 @@ def build(
         "s=pi-intercom",
         f"c=IN IP4 {address}",
         "t=0 0",
-        f"m=audio {port} RTP/AVP {fmts}",
     ]
+    before = (media_lines or [])[:index]
+    after = (media_lines or [])[index + 1 :]
+    lines += [_rejected(m) for m in before]
+    lines.append(f"m=audio {port} RTP/AVP {fmts}")
     for c in codecs:
         lines.append(f"a=rtpmap:{c.pt} {c.rtpmap}")
         if c.name == "telephone-event":
             lines.append(f"a=fmtp:{c.pt} 0-16")
     lines.append(f"a=ptime:{ptime}")
     lines.append(f"a={direction}")
+    lines += [_rejected(m) for m in after]
     return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+def _rejected(media_line: str) -> str:
+    """An m= line of the offer that we refuse: same media and format, port 0."""
+    parts = media_line.split()
+    media = parts[0] if parts else "audio"
+    proto = parts[2] if len(parts) > 2 else "RTP/AVP"
+    fmt = parts[3] if len(parts) > 3 else "0"
+    return f"m={media} 0 {proto} {fmt}"
 
 
 def choose_codec(remote: AudioStream, preferred: list[Codec]) -> Codec | None:
@@ -179,4 +202,13 @@ def answer(
     direction = {"sendonly": "recvonly", "recvonly": "sendonly"}.get(
         offer.direction, offer.direction
     )
-    return build(address, port, codecs, session_id=session_id, version=version, direction=direction)
+    return build(
+        address,
+        port,
+        codecs,
+        session_id=session_id,
+        version=version,
+        direction=direction,
+        media_lines=offer.media_lines,
+        index=offer.index,
+    )
