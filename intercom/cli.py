@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -162,16 +163,26 @@ def cmd_ring(args: argparse.Namespace) -> int:
 async def run_daemon(config: Config, trace: bool) -> int:
     from intercom.phone import Phone, PhoneOptions
 
-    phone = Phone(config, PhoneOptions(trace=trace))
-    try:
-        await phone.start()
-    except OSError as exc:
-        log.error("%s", exc)
-        return EXIT_ERROR
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # After a power cut the network or the PBX's name may not be there yet: keep trying, with
+    # back-off, instead of exiting (the door must come back by itself).
+    delay = 2.0
+    while True:
+        phone = Phone(config, PhoneOptions(trace=trace))
+        try:
+            await phone.start()
+            break
+        except OSError as exc:
+            log.error("cannot start SIP (%s); trying again in %.0f s", exc, delay)
+            await phone.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return EXIT_OK
+            delay = min(delay * 2, 60.0)
     machine = CallStateMachine()
 
     async def consume() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from dataclasses import dataclass
 
 from intercom import __version__
@@ -70,11 +71,13 @@ class Phone:
         self._tasks: set[asyncio.Task[None]] = set()
         #: ("sent" | "received", monotonic time, message bytes), when options.capture is set.
         self.wire: list[tuple[str, float, bytes]] = []
+        self._sock: socket.socket | None = None
 
     async def start(self) -> None:
         sip = self.config.sip
         host = self.options.local_host or local_address_for(sip.server, sip.port)
         sock = bind_sip_socket(host, sip.local_port, sip.transport)
+        self._sock = sock
         port = sock.getsockname()[1]
         self.agent = UserAgent(settings_from_config(self.config, host, port), self._sdp)
         self.endpoint = SipEndpoint(self.agent, trace=self.options.trace)
@@ -85,7 +88,12 @@ class Phone:
             self.endpoint.on_received = lambda data, _a: self.wire.append(
                 ("received", loop.time(), data)
             )
-        await self.endpoint.start(sock)
+        try:
+            await self.endpoint.start(sock)
+        except OSError:
+            self.endpoint = None
+            self.agent = None
+            raise
         log.info("SIP on %s:%s/%s, PBX %s:%s", host, port, sip.transport, sip.server, sip.port)
         if sip.register:
             self.endpoint.command(self.agent.register)
@@ -129,6 +137,7 @@ class Phone:
     async def stop(self, timeout: float = 4.0) -> None:
         """Hang up, let the last transactions finish, un-REGISTER, close. Bounded by ``timeout``."""
         if self.agent is None or self.endpoint is None:
+            self._close_socket()
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -146,6 +155,11 @@ class Phone:
         for task in list(self._tasks):
             task.cancel()
         await self.endpoint.close()
+
+    def _close_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     async def _wait_unregistered(self) -> None:
         while self.registration is None or self.registration.state != "unregistered":
