@@ -35,7 +35,8 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     ("calling", "answered"): "in_call",
     ("ringing", "answered"): "in_call",
     **{(s, "ended"): "ended" for s in ("calling", "ringing", "in_call")},
-    **{(s, "failed"): "error" for s in ("calling", "ringing")},
+    # A call that was up can fail too: our 2xx never ACKed (often NAT) ends it with "error".
+    **{(s, "failed"): "error" for s in ("calling", "ringing", "in_call")},
 }
 
 
@@ -62,6 +63,8 @@ class CallStateMachine:
 
     def feed(self, event: Event) -> str:
         """Apply one event; returns the state after it."""
+        if isinstance(event, RegistrationChanged):
+            return self.state  # "failed" there is the registration's, not the call's
         name = event_name(event)
         if isinstance(event, CallEnded) and event.reason in ERROR_REASONS:
             name = "failed"

@@ -54,7 +54,9 @@ class SipUri:
         hostport = m.group("hostport")
         host, port = hostport, None
         if hostport.startswith("["):
-            end = hostport.index("]")
+            end = hostport.find("]")
+            if end < 0:
+                raise ParseError(f"unbalanced [] in SIP URI {text[:80]!r}")
             host = hostport[: end + 1]
             rest = hostport[end + 1 :]
             if rest.startswith(":"):
@@ -178,7 +180,9 @@ class Via:
         hostport = m.group(2)
         host, port = hostport, None
         if hostport.startswith("["):
-            end = hostport.index("]")
+            end = hostport.find("]")
+            if end < 0:
+                raise ParseError(f"unbalanced [] in Via {text[:80]!r}")
             host = hostport[: end + 1]
             if hostport[end + 1 :].startswith(":"):
                 port = _port(hostport[end + 2 :], text)

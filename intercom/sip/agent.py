@@ -108,6 +108,8 @@ class UserAgent:
         except RemoteProtocolError as exc:
             self.dropped += 1
             log.warning("dropped SIP message from %s:%s: %s", addr[0], addr[1], exc)
+            if isinstance(msg, SipRequest):
+                self._maybe_answer_400(data, addr, exc)  # RFC 3261 8.2: malformed values
 
     def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
         return self.outbox.drain()
@@ -289,6 +291,7 @@ class UserAgent:
                 if session.dialog.call_id == resp.call_id:
                     session.resend_ack()
                     return
+        self.dropped += 1
         log.debug("dropped a response that matches no transaction: %s %s", resp.status, method)
 
     def _receive_request(self, req: SipRequest, addr: Addr, now: float) -> None:
@@ -298,6 +301,7 @@ class UserAgent:
             txn.retransmitted(req, now)
             return
         to_tag = NameAddr.parse(req.to).tag
+        NameAddr.parse(req.from_)  # a malformed From is refused before any state is made
         if req.method == "ACK":
             session = self._find_session(req)
             if session is not None:
@@ -376,7 +380,7 @@ class UserAgent:
             # Keep the Via order: the stamped top first, then the others, before other headers.
             req.headers.items[0:0] = [("Via", new_top), *[("Via", v) for v in rest]]
 
-    def _maybe_answer_400(self, data: bytes, addr: Addr, exc: ParseError) -> None:
+    def _maybe_answer_400(self, data: bytes, addr: Addr, exc: RemoteProtocolError) -> None:
         """RFC 3261 16.3/8.2: a request that parses far enough gets its 400 (or 513) answer."""
         if data.startswith(b"SIP/") or (b"\nVia:" not in data and b"\nv:" not in data):
             return

@@ -11,7 +11,7 @@ import enum
 import logging
 from typing import TYPE_CHECKING
 
-from intercom.errors import ParseError
+from intercom.errors import ParseError, RemoteProtocolError
 from intercom.sip.address import NameAddr
 from intercom.sip.dialog import Dialog
 from intercom.sip.events import CallAnswered, CallEnded, IncomingCall
@@ -70,6 +70,13 @@ class IncomingInvite:
         caller = NameAddr.parse(invite.from_)
         self.caller = str(caller.uri.without_params())
         allowed = caller_allowed(caller, agent.settings.allow_incoming)
+        try:
+            # Checked now, not when the answer timer fires: no dialog without From tag and Contact.
+            self._dialog: Dialog | None = Dialog.from_uas(invite, self.tag)
+        except RemoteProtocolError as exc:
+            self._final(400, "Bad Request", now)
+            log.info("incoming call from %s refused: %s", self.caller, exc)
+            return
         if busy:
             self._final(486, "Busy Here", now)
             log.info("incoming call from %s refused: busy", self.caller)
@@ -104,7 +111,8 @@ class IncomingInvite:
             self._final(488, "Not Acceptable Here", now)
             self._end("error", 488, now)
             return
-        dialog = Dialog.from_uas(self.invite, self.tag)
+        dialog = self._dialog
+        assert dialog is not None
         self.state = InState.ANSWERED
         self.session = Session(self.agent, self.handle, dialog, sdp, self.invite.body, self._ended)
         resp = response_to(self.invite, 200, "OK", to_tag=self.tag)

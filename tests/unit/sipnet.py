@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from intercom.errors import ParseError, RemoteProtocolError
 from intercom.sip.agent import AgentSettings, UserAgent
 from intercom.sip.events import Event
 from intercom.sip.message import Message, SipRequest, SipResponse, parse_message
@@ -22,7 +23,11 @@ def fixed_sdp(port: int) -> Callable[[int, bytes | None], bytes | None]:
     def provider(handle: int, offer: bytes | None) -> bytes | None:
         if offer is None:
             return sdp.build("127.0.0.1", port, [sdp.PCMU, sdp.PCMA], session_id=handle)
-        return sdp.answer(sdp.parse_audio(offer), "127.0.0.1", port, [sdp.PCMU], session_id=handle)
+        try:
+            remote = sdp.parse_audio(offer)
+        except RemoteProtocolError:
+            return None  # like the real provider: an offer we cannot read is refused (488)
+        return sdp.answer(remote, "127.0.0.1", port, [sdp.PCMU], session_id=handle)
 
     return provider
 
@@ -228,11 +233,16 @@ class ScriptedPeer:
         self.pending: list[Message] = []
         self.history: list[tuple[float, Addr, Message]] = []
         self.sent: list[tuple[float, Addr, bytes]] = []
+        self.unparsed: list[tuple[float, Addr, bytes]] = []
         self._busy = False
         net.handlers[addr] = self._arrived
 
     def _arrived(self, data: bytes, src: Addr, now: float) -> None:
-        msg = parse_message(data)
+        try:
+            msg = parse_message(data)
+        except ParseError:
+            self.unparsed.append((now, src, data))  # a 400 to a request without Call-ID, say
+            return
         self.history.append((now, src, msg))
         self.pending.append(msg)
         if self.script is not None:
