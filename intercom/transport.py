@@ -177,7 +177,10 @@ class SipEndpoint:
 
     def _fire(self) -> None:
         self._timer = None
-        self.agent.handle_timer(self.now())
+        try:
+            self.agent.handle_timer(self.now())
+        except Exception:  # one broken callback must not stop every later timer
+            log.exception("SIP timer callback failed")
         self.pump()
 
     def command(self, fn: Callable[[float], object]) -> object:

@@ -46,6 +46,9 @@ class SilenceStream:
         self.sent = 0
         self.received = 0
         self.malformed = 0
+        # One o= session id for the whole call, its version bumped with each new description.
+        self.session_id = secrets.randbits(31)
+        self.sdp_version = 0
         self._transport: asyncio.DatagramTransport | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -108,10 +111,12 @@ class SilenceStream:
 def sdp_for(stream: SilenceStream, handle: int, offer: bytes | None) -> bytes | None:
     """Our SDP for a call: an offer with PCMU and PCMA, or the answer to ``offer``."""
     codecs = [sdp.PCMU, sdp.PCMA, sdp.TELEPHONE_EVENT]
+    stream.sdp_version += 1
+    ids = {"session_id": stream.session_id, "version": stream.sdp_version}
     if offer is None:
-        return sdp.build(stream.host, stream.port, codecs, session_id=secrets.randbits(31))
+        return sdp.build(stream.host, stream.port, codecs, **ids)
     try:
         remote = sdp.parse_audio(offer)
     except Exception:
         return None
-    return sdp.answer(remote, stream.host, stream.port, codecs, session_id=secrets.randbits(31))
+    return sdp.answer(remote, stream.host, stream.port, codecs, **ids)

@@ -120,10 +120,17 @@ class IncomingInvite:
         resp.headers.add("Content-Type", "application/sdp")
         resp.body = sdp
         self.session.send_2xx_until_acked(self.server, resp, now)
+        self.session.arm_max_duration(now, self.agent.settings.max_duration)
+        if offer is None:
+            # Delayed offer: the call is up (media-wise) once the ACK brings the answer.
+            self.session.awaiting_answer = True
+            self.session.on_answer = lambda body, _t: self.agent.emit(
+                CallAnswered(self.handle, self.caller, 200, sdp, body, incoming=True)
+            )
+            return
         self.agent.emit(
             CallAnswered(self.handle, self.caller, 200, sdp, self.invite.body, incoming=True)
         )
-        self.session.arm_max_duration(now, self.agent.settings.max_duration)
 
     def hangup(self, now: float) -> None:
         if self.state is InState.RINGING:

@@ -76,7 +76,10 @@ class Registration:
 
     @property
     def registered(self) -> bool:
-        return self.state is RegState.REGISTERED
+        """True while a binding is in force, refreshes included (the watchdog relies on it)."""
+        return self.state is RegState.REGISTERED or (
+            self.state is RegState.REGISTERING and self._announced
+        )
 
     # -- commands -----------------------------------------------------------------------------
     def start(self, now: float) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from intercom.errors import AuthError
+from intercom.sip.auth import parse_challenge
 from intercom.sip.dialog import Dialog
 from intercom.sip.events import CallUpdated, InfoReceived
 from intercom.sip.message import SipRequest, SipResponse
@@ -46,6 +48,9 @@ class Session:
         self._retx_interval = T1
         self._retx_deadline = 0.0
         self._max_timer: int | None = None
+        #: Our 2xx carried an offer (the INVITE had none): the answer comes in the ACK.
+        self.awaiting_answer = False
+        self.on_answer: Callable[[bytes, float], None] | None = None
         agent.sessions[dialog.key] = self
 
     # ---------------------------------------------------------------- UAC side
@@ -83,9 +88,10 @@ class Session:
             self._pending_2xx = None
             self.bye(now, "error", 408)  # no ACK ever came: end the call (section 13.3.1.4)
             return
-        if not self.agent.txns.reliable:
-            assert self._pending_dest is not None
-            self.agent.outbox.send(self._pending_2xx, self._pending_dest)
+        # Regardless of transport (RFC 3261 13.3.1.4): the 2xx is end-to-end, and a proxy may
+        # carry it over UDP further on.
+        assert self._pending_dest is not None
+        self.agent.outbox.send(self._pending_2xx, self._pending_dest)
         self._retx_interval = min(self._retx_interval * 2, T2)
         # Give up at 64*T1 sharp, not at the first retransmission after it.
         self._arm_retx(min(now + self._retx_interval, self._retx_deadline))
@@ -93,6 +99,14 @@ class Session:
     def ack_received(self, ack: SipRequest, now: float) -> None:
         self._pending_2xx = None
         self.agent.timers.cancel(self._retx_timer)
+        if self.awaiting_answer and ack.body:
+            # Delayed offer: our 200 carried the offer, the ACK carries the answer.
+            self.awaiting_answer = False
+            self.remote_sdp = ack.body
+            if self.on_answer is not None:
+                self.on_answer(ack.body, now)
+            else:
+                self.agent.emit(CallUpdated(self.handle, ack.body))
 
     # ---------------------------------------------------------------- requests in the dialog
     def handle_request(self, req: SipRequest, server: ServerTransaction, now: float) -> None:
@@ -149,6 +163,9 @@ class Session:
             self.local_sdp = answer
             self.remote_sdp = req.body
             self.agent.emit(CallUpdated(self.handle, req.body))
+        else:
+            # A re-INVITE without SDP asks for our offer; its answer comes in the ACK.
+            self.awaiting_answer = True
         resp = self._with_sdp(response_to(req, 200, "OK"), self.local_sdp)
         self.send_2xx_until_acked(server, resp, now)
 
@@ -161,12 +178,36 @@ class Session:
     # ---------------------------------------------------------------- our requests
     def send_info(self, content_type: str, body: bytes, now: float) -> None:
         req = self.dialog.request("INFO")
-        req.headers.items.insert(0, ("Via", self.agent.via()))
         req.headers.add("Content-Type", content_type)
         req.body = body
-        self.agent.send_request(
-            req, self.agent.addr_of(self.dialog.next_hop()), now, lambda r, n: None, lambda n: None
-        )
+        self._send_in_dialog(req, now)
+
+    def _send_in_dialog(self, req: SipRequest, now: float, *, retried: bool = False) -> None:
+        """Send a request of this dialog; answer one 401/407 challenge with credentials."""
+        req.headers.items.insert(0, ("Via", self.agent.via()))
+
+        def on_response(resp: SipResponse, t: float) -> None:
+            if resp.status not in (401, 407) or retried or self.agent.digest is None:
+                return
+            proxy = resp.status == 407
+            value = resp.headers.get("Proxy-Authenticate" if proxy else "WWW-Authenticate")
+            try:
+                challenge = parse_challenge(value or "", proxy=proxy)
+            except AuthError:
+                return
+            again = self.dialog.request(req.method)
+            for name, header in req.headers.items:
+                if name.lower() in ("content-type", "user-agent", "allow"):
+                    again.headers.add(name, header)
+            again.body = req.body
+            digest = self.agent.digest
+            again.headers.add(
+                digest.header_name(challenge), digest.authorize(challenge, req.method, again.uri)
+            )
+            self._send_in_dialog(again, t, retried=True)
+
+        dest = self.agent.addr_of(self.dialog.next_hop())
+        self.agent.send_request(req, dest, now, on_response, lambda n: None)
 
     def arm_max_duration(self, now: float, seconds: float) -> None:
         self._max_timer = self.agent.timers.call_at(
@@ -177,11 +218,8 @@ class Session:
         if self.ended:
             return
         req = self.dialog.request("BYE")
-        req.headers.items.insert(0, ("Via", self.agent.via()))
         self.agent.add_common_headers(req)
-        self.agent.send_request(
-            req, self.agent.addr_of(self.dialog.next_hop()), now, lambda r, n: None, lambda n: None
-        )
+        self._send_in_dialog(req, now)
         self._finish(reason, code, now)
 
     def _finish(self, reason: str, code: int | None, now: float) -> None:
