@@ -25,7 +25,8 @@ class Codec:
 
     @property
     def rtpmap(self) -> str:
-        return f"{self.name}/{self.rate}"
+        channels = f"/{self.channels}" if self.channels != 1 else ""
+        return f"{self.name}/{self.rate}{channels}"
 
 
 PCMU = Codec(0, "PCMU", 8000)
@@ -90,14 +91,14 @@ def parse_audio(sdp: bytes) -> AudioStream:
                 addr = parts[2].split("/")[0]
                 if in_audio and stream is not None:
                     stream.address = addr
-                elif stream is None:
+                elif not media_lines:  # before the first m= line: session level
                     session_addr = addr
         elif kind == "a":
             name, _, arg = value.partition(":")
             if name in DIRECTIONS:
                 if in_audio and stream is not None:
                     stream.direction = name
-                elif stream is None:
+                elif not media_lines:
                     session_dir = name
             elif name == "rtpmap" and in_audio:
                 pt_text, _, enc = arg.partition(" ")

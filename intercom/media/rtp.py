@@ -32,6 +32,8 @@ class RtpPacket:
     padding: int = 0
 
     def serialize(self) -> bytes:
+        if len(self.csrc) > 15:
+            raise ValueError("an RTP packet carries at most 15 CSRCs")
         first = 0x80 | (len(self.csrc) & 0x0F)
         if self.padding:
             first |= 0x20

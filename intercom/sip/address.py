@@ -61,6 +61,8 @@ class SipUri:
             rest = hostport[end + 1 :]
             if rest.startswith(":"):
                 port = _port(rest[1:], text)
+            elif rest:
+                raise ParseError(f"junk after the IPv6 host in {text[:80]!r}")
         elif ":" in hostport:
             host, _, p = hostport.rpartition(":")
             port = _port(p, text)
@@ -150,13 +152,16 @@ class NameAddr:
 
 def _find_unquoted(text: str, ch: str) -> int:
     in_quote = False
-    prev = ""
+    escaped = False
     for i, c in enumerate(text):
-        if c == '"' and prev != "\\":
+        if escaped:
+            escaped = False
+        elif in_quote and c == "\\":
+            escaped = True
+        elif c == '"':
             in_quote = not in_quote
         elif c == ch and not in_quote:
             return i
-        prev = c
     return -1
 
 
@@ -186,6 +191,8 @@ class Via:
             host = hostport[: end + 1]
             if hostport[end + 1 :].startswith(":"):
                 port = _port(hostport[end + 2 :], text)
+            elif hostport[end + 1 :]:
+                raise ParseError(f"junk after the IPv6 host in Via {text[:80]!r}")
         elif ":" in hostport:
             host, _, p = hostport.rpartition(":")
             port = _port(p, text)

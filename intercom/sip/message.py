@@ -57,7 +57,7 @@ LIST_HEADERS = frozenset(
 )  # fmt: skip
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
-_STATUS_RE = re.compile(r"^SIP/2\.0 ([1-6][0-9]{2}) ?(.*)$")
+_STATUS_RE = re.compile(r"^SIP/2\.0 ([1-6][0-9]{2})(?: (.*)|)$")
 _REQUEST_RE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+) (\S+) (SIP/2\.0)$")
 
 #: A UDP datagram larger than this is rejected before parsing (RFC 3261 allows up to 65,535 bytes).
@@ -173,6 +173,12 @@ class SipMessage:
 
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
+    #: The header lines as received, with a copy of the parsed headers: while the headers are
+    #: unchanged, to_bytes() writes these lines back, so a relayed or logged message keeps the
+    #: peer's exact spelling ("Content-Length:  0", "Proxy-Authenticate:Digest").
+    wire_lines: tuple[list[tuple[str, str]], list[str]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     # Convenience accessors used throughout the stack.
     @property
@@ -208,8 +214,23 @@ class SipMessage:
     def _start_line(self) -> str:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def _original_lines(self) -> list[str] | None:
+        if self.wire_lines is None:
+            return None
+        snapshot, lines = self.wire_lines
+        if snapshot != self.headers.items:
+            return None
+        length = self.headers.get("Content-Length")
+        if length is None or not length.strip().isdigit() or int(length) != len(self.body):
+            return None
+        return lines
+
     def to_bytes(self) -> bytes:
         """Serialize, with Content-Length always set to the body's real length."""
+        original = self._original_lines()
+        if original is not None:
+            head = "\r\n".join([self._start_line(), *original])
+            return (head + "\r\n\r\n").encode("utf-8") + self.body
         lines = [self._start_line()]
         length_written = False
         for name, value in self.headers.items:
@@ -264,8 +285,10 @@ def _split_head(data: bytes) -> tuple[bytes, bytes]:
     return data[:idx], data[idx + sep :]
 
 
-def _parse_header_lines(lines: Iterable[str]) -> Headers:
+def _parse_header_lines(lines: Iterable[str]) -> tuple[Headers, list[str] | None]:
+    """The headers, and the raw lines when they can be written back unchanged (no folding)."""
     headers = Headers()
+    raw: list[str] | None = []
     for line in lines:
         if not line:
             continue
@@ -275,13 +298,16 @@ def _parse_header_lines(lines: Iterable[str]) -> Headers:
                 raise ParseError("header continuation before any header")
             name, value = headers.items[-1]
             headers.items[-1] = (name, value + " " + line.strip())
+            raw = None
             continue
         name, sep, value = line.partition(":")
         name = name.strip()
         if not sep or not name or not _TOKEN_RE.match(name):
             raise ParseError(f"malformed header line {line[:60]!r}")
         headers.add(name, value.strip())
-    return headers
+        if raw is not None:
+            raw.append(line)
+    return headers, raw
 
 
 def parse_message(data: bytes) -> Message:
@@ -299,13 +325,14 @@ def parse_message(data: bytes) -> Message:
         raise ParseError(f"header section is not UTF-8: {exc}") from None
     lines = text.replace("\r\n", "\n").split("\n")
     start = lines[0].strip()
-    headers = _parse_header_lines(lines[1:])
+    headers, raw_lines = _parse_header_lines(lines[1:])
     msg: Message
     if start.startswith("SIP/"):
         m = _STATUS_RE.match(start)
         if not m:
             raise ParseError(f"malformed status line {start[:60]!r}")
-        msg = SipResponse(headers=headers, status=int(m.group(1)), reason=m.group(2).strip())
+        reason = (m.group(2) or "").strip()
+        msg = SipResponse(headers=headers, status=int(m.group(1)), reason=reason)
     else:
         m = _REQUEST_RE.match(start)
         if not m:
@@ -313,16 +340,18 @@ def parse_message(data: bytes) -> Message:
         msg = SipRequest(headers=headers, method=m.group(1).upper(), uri=m.group(2))
     length_value = headers.get("Content-Length")
     if length_value is not None:
-        try:
-            length = int(length_value)
-        except ValueError:
-            raise ParseError(f"malformed Content-Length {length_value!r}") from None
-        if length < 0:
-            raise ParseError(f"negative Content-Length {length}")
+        text_value = length_value.strip()
+        if text_value.startswith("-") and text_value[1:].isdigit():
+            raise ParseError(f"negative Content-Length {text_value}")
+        if not (text_value.isascii() and text_value.isdigit()):
+            raise ParseError(f"malformed Content-Length {length_value!r}")
+        length = int(text_value)
         if length > len(body):
             raise ParseError(f"Content-Length {length} but only {len(body)} body bytes")
         body = body[:length]
     msg.body = body
+    if raw_lines is not None and "\r\n" in text and "\n" not in text.replace("\r\n", ""):
+        msg.wire_lines = (list(headers.items), raw_lines)
     for required in ("Via", "From", "To", "Call-ID", "CSeq"):
         if headers.get(required) is None:
             raise ParseError(f"missing {required} header")
@@ -340,9 +369,6 @@ class StreamParser:
     def feed(self, data: bytes) -> list[bytes]:
         """Add stream bytes; return each complete message's bytes, for parse_message."""
         self._buf.extend(data)
-        if len(self._buf) > self._max:
-            self._buf.clear()
-            raise ParseError("stream buffer overflow: no message boundary found")
         out: list[bytes] = []
         while True:
             # Skip keep-alive CRLFs between messages.
@@ -352,11 +378,14 @@ class StreamParser:
             if idx < 0:
                 break
             head = bytes(self._buf[:idx])
-            m = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", head)
+            m = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*\r?$", head)
             length = int(m.group(1)) if m else 0
             total = idx + 4 + length
             if len(self._buf) < total:
                 break
             out.append(bytes(self._buf[:total]))
             del self._buf[:total]
+        if len(self._buf) > self._max:  # what is left after framing, never a complete message
+            self._buf.clear()
+            raise ParseError("stream buffer overflow: no message boundary found")
         return out
