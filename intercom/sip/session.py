@@ -126,15 +126,9 @@ class Session:
             self.dialog.update_target(req)
             resp = response_to(req, 200, "OK")
             if req.body:
-                # An offer: answer it with our SDP (never echo the peer's own offer back).
-                answer = self.agent.sdp_provider(self.handle, req.body)
-                if answer is None:
-                    server.respond(response_to(req, 488, "Not Acceptable Here"), now)
+                if not self._take_offer(req, server, now):
                     return
-                self.local_sdp = answer
-                self.remote_sdp = req.body
-                self.agent.emit(CallUpdated(self.handle, req.body))
-                resp = self._with_sdp(resp, answer)
+                resp = self._with_sdp(resp, self.local_sdp)
             server.respond(resp, now)
         elif method == "INFO":
             server.respond(response_to(req, 200, "OK"), now)
@@ -156,18 +150,27 @@ class Session:
             return
         self.dialog.update_target(req)
         if req.body:
-            answer = self.agent.sdp_provider(self.handle, req.body)
-            if answer is None:
-                server.respond(response_to(req, 488, "Not Acceptable Here"), now)
+            if not self._take_offer(req, server, now):
                 return
-            self.local_sdp = answer
-            self.remote_sdp = req.body
-            self.agent.emit(CallUpdated(self.handle, req.body))
         else:
             # A re-INVITE without SDP asks for our offer; its answer comes in the ACK.
             self.awaiting_answer = True
         resp = self._with_sdp(response_to(req, 200, "OK"), self.local_sdp)
         self.send_2xx_until_acked(server, resp, now)
+
+    def _take_offer(self, req: SipRequest, server: ServerTransaction, now: float) -> bool:
+        """Answer an offer in the call with our SDP (never echo the peer's own offer back).
+
+        False when no codec is shared: the request got its 488 and the call goes on unchanged.
+        """
+        answer = self.agent.sdp_provider(self.handle, req.body)
+        if answer is None:
+            server.respond(response_to(req, 488, "Not Acceptable Here"), now)
+            return False
+        self.local_sdp = answer
+        self.remote_sdp = req.body
+        self.agent.emit(CallUpdated(self.handle, req.body))
+        return True
 
     def _with_sdp(self, resp: SipResponse, sdp: bytes) -> SipResponse:
         resp.headers.add("Contact", self.agent.contact())
