@@ -54,10 +54,12 @@ __all__ = [
     "DEFAULT_TARGETS",
     "PASSWORD_ENV",
     "REDACTED",
+    "AudioConfig",
     "CallConfig",
     "Config",
     "IncomingConfig",
     "LogConfig",
+    "MediaConfig",
     "SipConfig",
     "describe",
     "load_config",
@@ -335,6 +337,75 @@ class IncomingConfig(BaseModel):
     answer_after: _Int | None = Field(default=2, ge=0, le=60, json_schema_extra=_SECONDS)
 
 
+_CODECS = ("G722", "PCMA", "PCMU")
+
+
+def _check_codecs(value: tuple[str, ...]) -> tuple[str, ...]:
+    upper = tuple(v.upper() for v in value)
+    for name in upper:
+        if name not in _CODECS:
+            raise _fail(f"unknown codec {name!r}", f"allowed: {', '.join(_CODECS)}")
+    if not upper:
+        raise _fail("must list at least one codec", "e.g. codecs: [G722, PCMA, PCMU]")
+    if len(set(upper)) != len(upper):
+        raise _fail("lists a codec twice", "name each codec once, in order of preference")
+    return upper
+
+
+def _check_audio_spec(value: str) -> str:
+    """``default``, a device index, a device name (substring), or ``file:PATH``."""
+    value = value.strip()
+    if not value:
+        raise _fail("must not be empty", "use default, a device index or name, or file:PATH")
+    if value.startswith("file:") and len(value) == len("file:"):
+        raise _fail("file: needs a path", "e.g. file:/var/lib/pi-intercom/greeting.wav")
+    return value
+
+
+_AudioSpec = Annotated[str, BeforeValidator(_number_to_text), AfterValidator(_check_audio_spec)]
+_GainDb = Annotated[float, BeforeValidator(_reject_bool)]
+
+
+class AudioConfig(BaseModel):
+    """The sound card (or files) and the codecs, in order of preference."""
+
+    model_config = _MODEL_CONFIG
+
+    input: _AudioSpec = Field(
+        default="default", description="microphone: default, an index, a name or file:PATH"
+    )
+    output: _AudioSpec = Field(
+        default="default", description="speaker: default, an index, a name or file:PATH"
+    )
+    codecs: Annotated[
+        tuple[str, ...], BeforeValidator(_scalar_to_list), AfterValidator(_check_codecs)
+    ] = ("G722", "PCMA", "PCMU")
+    input_gain_db: _GainDb = Field(default=0.0, ge=-40, le=40)
+    output_gain_db: _GainDb = Field(default=0.0, ge=-40, le=40)
+
+
+class MediaConfig(BaseModel):
+    """RTP: the port range the PBX sends audio to, the silence time-out and the jitter buffer."""
+
+    model_config = _MODEL_CONFIG
+
+    rtp_port_min: _Int = Field(default=16384, ge=1024, le=65534)
+    rtp_port_max: _Int = Field(default=16482, ge=1025, le=65535)
+    rtp_timeout: _Int = Field(default=30, ge=5, le=3600, json_schema_extra=_SECONDS)
+    jitter_ms: _Int = Field(default=60, ge=20, le=500)
+
+    @field_validator("rtp_port_max")
+    @classmethod
+    def _range(cls, value: int, info: Any) -> int:
+        low = info.data.get("rtp_port_min")
+        if isinstance(low, int) and value < low + 1:
+            raise _fail(
+                f"must be above rtp_port_min ({low})",
+                "each call needs an even port and the odd one above it",
+            )
+        return value
+
+
 class LogConfig(BaseModel):
     """Logging. ``sip_trace`` is opt-in because traces are long and name the callers."""
 
@@ -358,6 +429,8 @@ class Config(BaseModel):
     sip: SipConfig = Field(description="the connection to the PBX")
     call: CallConfig = CallConfig()
     incoming: IncomingConfig = IncomingConfig()
+    audio: AudioConfig = AudioConfig()
+    media: MediaConfig = MediaConfig()
     log: LogConfig = LogConfig()
 
     def redacted_dict(self) -> dict[str, Any]:

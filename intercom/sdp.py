@@ -1,6 +1,6 @@
 """SDP offer/answer for one audio stream (RFC 4566, RFC 3264), pure code.
 
-For now G.711 (PCMU, PCMA) and telephone-event; the media issue extends the codec list. The
+G.722, G.711 (PCMA, PCMU) and telephone-event (RFC 4733), in the order the config prefers. The
 parser is lenient (real PBXs send odd SDP) but never guesses an address: a stream without one is
 an error the caller answers with 488.
 """
@@ -31,7 +31,34 @@ class Codec:
 
 PCMU = Codec(0, "PCMU", 8000)
 PCMA = Codec(8, "PCMA", 8000)
+#: G.722's RTP clock is 8000 Hz (RFC 3551 4.5.2) although its audio is sampled at 16000 Hz.
+G722 = Codec(9, "G722", 8000)
 TELEPHONE_EVENT = Codec(101, "telephone-event", 8000)
+#: Offered beside G.722 because some phones send their digits on a 16 kHz clock with it.
+TELEPHONE_EVENT_16K = Codec(102, "telephone-event", 16000)
+AUDIO_CODECS = {"PCMU": PCMU, "PCMA": PCMA, "G722": G722}
+
+
+def offer_codecs(names: list[str] | tuple[str, ...]) -> list[Codec]:
+    """Our codecs in the config's order, then telephone-event (8000, and 16000 beside G.722)."""
+    codecs = [AUDIO_CODECS[name.upper()] for name in names]
+    codecs.append(TELEPHONE_EVENT)
+    if G722 in codecs:
+        codecs.append(TELEPHONE_EVENT_16K)
+    return codecs
+
+
+def pick_telephone_event(stream: AudioStream, codec: Codec) -> Codec | None:
+    """The telephone-event of ``stream`` to use beside ``codec``: the same clock if offered."""
+    events = [
+        c
+        for c in stream.codecs
+        if c.name.lower() == "telephone-event" and c.rate in (8000, 16000)
+    ]
+    for event in events:
+        if event.rate == codec.rate:
+            return event
+    return events[0] if events else None
 
 
 @dataclass
@@ -174,7 +201,7 @@ def _rejected(media_line: str) -> str:
 
 
 def choose_codec(remote: AudioStream, preferred: list[Codec]) -> Codec | None:
-    """The first of the remote's codecs that we also speak (the answerer's order wins)."""
+    """The first of the remote's codecs that we also speak: the offerer's order wins."""
     names = {c.name.upper() for c in preferred if c.name != "telephone-event"}
     for codec in remote.codecs:
         if codec.name.upper() in names:
@@ -196,10 +223,9 @@ def answer(
     if codec is None:
         return None
     codecs = [codec]
-    for c in offer.codecs:
-        if c.name.lower() == "telephone-event" and c.rate == codec.rate:
-            codecs.append(c)
-            break
+    event = pick_telephone_event(offer, codec)
+    if event is not None:
+        codecs.append(event)
     direction = {"sendonly": "recvonly", "recvonly": "sendonly"}.get(
         offer.direction, offer.direction
     )

@@ -326,7 +326,7 @@ def test_booleans_are_not_numbers() -> None:
 
 def test_unknown_top_level_key_with_suggestion() -> None:
     assert errors_of(minimal() | {"incomming": {}}) == [
-        "incomming: unknown key; allowed keys here: device_id, sip, call, incoming, log; "
+        "incomming: unknown key; allowed keys here: device_id, sip, call, incoming, audio, media, log; "
         "did you mean 'incoming'?"
     ]
 
@@ -402,7 +402,7 @@ def test_empty_and_non_mapping_data() -> None:
     ]
     assert errors_of(["sip"]) == [
         "configuration: the top level must be a mapping of keys; got a list; "
-        "allowed keys: device_id, sip, call, incoming, log"
+        "allowed keys: device_id, sip, call, incoming, audio, media, log"
     ]
 
 
@@ -594,7 +594,7 @@ def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
         load_config(path, env={})
     assert info.value.errors == [
         f"{path}: the top level must be a mapping of keys; got a single value of type str; "
-        "allowed keys: device_id, sip, call, incoming, log"
+        "allowed keys: device_id, sip, call, incoming, audio, media, log"
     ]
 
 
@@ -615,3 +615,39 @@ def test_schema_errors_from_a_file_are_collected(tmp_path: Path) -> None:
         NO_PASSWORD,
         "sip.expires: must be between 60 and 86400 seconds; got 10",
     ]
+
+
+def test_audio_and_media_sections() -> None:
+    config = parse_config(
+        {
+            "sip": {"server": "pbx", "username": "door", "password": "p"},
+            "audio": {"input": 2, "output": "file:/tmp/heard.wav", "codecs": ["pcmu", "G722"]},
+            "media": {"rtp_port_min": 20000, "rtp_port_max": 20100, "rtp_timeout": 10},
+        },
+        base_dir=Path("."),
+        env={},
+    )
+    assert config.audio.input == "2" and config.audio.output == "file:/tmp/heard.wav"
+    assert config.audio.codecs == ("PCMU", "G722")
+    assert (config.media.rtp_port_min, config.media.rtp_timeout) == (20000, 10)
+    assert config.media.jitter_ms == 60 and config.audio.input_gain_db == 0
+
+
+def test_audio_and_media_errors_all_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "sip": {"server": "pbx", "username": "door", "password": "p"},
+                "audio": {"codecs": ["opus"], "input": "", "output_gain_db": 99},
+                "media": {"rtp_port_min": 20000, "rtp_port_max": 19000, "rtp_timeout": 1},
+            },
+            base_dir=Path("."),
+            env={},
+        )
+    text = "\n".join(info.value.errors)
+    assert "audio.codecs: unknown codec 'OPUS'" in text and "allowed: G722, PCMA, PCMU" in text
+    assert "audio.input: must not be empty" in text
+    assert "audio.output_gain_db" in text
+    assert "media.rtp_port_max: must be above rtp_port_min (20000)" in text
+    assert "media.rtp_timeout" in text
+    assert len(info.value.errors) == 5
