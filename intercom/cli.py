@@ -23,6 +23,7 @@ from intercom.config import Config, describe, load_config
 from intercom.controller import CallStateMachine
 from intercom.controller import describe as describe_event
 from intercom.errors import ConfigError
+from intercom.phone import PhoneOptions
 from intercom.sip.events import CallAnswered, CallEnded, Event, RegistrationChanged
 
 log = logging.getLogger("intercom")
@@ -98,10 +99,16 @@ class _Printer:
             print(line.rstrip(), file=self.out, flush=True)
 
 
-async def ring(config: Config, targets: list[str], talk: float | None, printer: _Printer) -> int:
-    from intercom.phone import Phone, PhoneOptions
+async def ring(
+    config: Config,
+    targets: list[str],
+    talk: float | None,
+    printer: _Printer,
+    options: PhoneOptions | None = None,
+) -> int:
+    from intercom.phone import Phone
 
-    phone = Phone(config, PhoneOptions(trace=config.log.sip_trace))
+    phone = Phone(config, options or PhoneOptions(trace=config.log.sip_trace))
     try:
         await phone.start()
     except OSError as exc:
@@ -153,10 +160,30 @@ def cmd_ring(args: argparse.Namespace) -> int:
         )
     targets = list(args.targets) or list(config.call.targets)
     printer = _Printer(args.json, sys.stdout)
+    options = PhoneOptions(
+        trace=config.log.sip_trace,
+        play=f"file:{args.play}" if args.play else None,
+        record=f"file:{args.record}" if args.record else None,
+    )
+    if args.play and not Path(args.play).is_file():
+        print(f"--play {args.play}: no such file", file=sys.stderr)
+        return EXIT_ERROR
     try:
-        return asyncio.run(ring(config, targets, args.talk, printer))
+        return asyncio.run(ring(config, targets, args.talk, printer, options))
     except KeyboardInterrupt:
         return EXIT_ERROR
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from intercom.media.audio import AudioDeviceError
+    from intercom.media.devices import format_devices, list_devices
+
+    try:
+        print(format_devices(list_devices()))
+    except AudioDeviceError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------------------ run
@@ -246,7 +273,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("targets", nargs="*", metavar="TARGET", help="extension or SIP URI")
     p.add_argument("--talk", type=float, metavar="SECONDS", help="hang up after this long")
     p.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
+    p.add_argument(
+        "--play", metavar="FILE.wav", help="send this WAV file instead of the microphone"
+    )
+    p.add_argument(
+        "--record", metavar="FILE.wav", help="record what is heard instead of playing it"
+    )
     p.set_defaults(func=cmd_ring)
+
+    p = sub.add_parser("devices", help="list the sound cards' inputs and outputs")
+    p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("demo", help="a door call to a virtual handset, all on this machine")
     common(p, config=False)

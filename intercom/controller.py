@@ -13,6 +13,7 @@ from intercom.sip.events import (
     CallCalling,
     CallEnded,
     CallRinging,
+    DtmfReceived,
     Event,
     IncomingCall,
     RegistrationChanged,
@@ -54,6 +55,8 @@ def event_name(event: Event) -> str:
         return "ended"
     if isinstance(event, IncomingCall):
         return "incoming"
+    if isinstance(event, DtmfReceived):
+        return "dtmf"
     return type(event).__name__.lower()
 
 
@@ -84,6 +87,9 @@ def describe(event: Event) -> dict[str, object]:
     reason = getattr(event, "reason", None)
     if reason:
         out["reason"] = reason
+    if isinstance(event, DtmfReceived):
+        out["digit"] = event.digit
+        out["method"] = event.method
     if isinstance(event, RegistrationChanged):
         if event.expires is not None:
             out["expires"] = event.expires

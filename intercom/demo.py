@@ -44,13 +44,13 @@ async def run_demo(talk: float = 3.0, out: TextIO | None = None) -> int:
     start = time.monotonic()
     handset = Phone(
         _config("handset", 9, incoming={"allow": ["door"], "answer_after": 1}),
-        PhoneOptions(local_host="127.0.0.1"),
+        PhoneOptions(local_host="127.0.0.1", any_rtp_port=True, play="tone:880", record="null"),
     )
     await handset.start()
     hs_port = handset.local_addr[1]
     door = Phone(
         _config("door", hs_port, call={"targets": ["handset"], "ring_timeout": 15}),
-        PhoneOptions(local_host="127.0.0.1"),
+        PhoneOptions(local_host="127.0.0.1", any_rtp_port=True, play="tone:440", record="null"),
     )
     await door.start()
     print(f"door on 127.0.0.1:{door.local_addr[1]}, handset on 127.0.0.1:{hs_port}", file=out)
@@ -91,10 +91,16 @@ async def run_demo(talk: float = 3.0, out: TextIO | None = None) -> int:
             task.cancel()
         await door.stop()
         await handset.stop()
-    rtp_sent, rtp_heard = door.rtp_stats.get(handle, (0, 0))
-    if rtp_sent and rtp_heard:
+    stats = door.media_stats.get(handle)
+    rtp_sent, rtp_heard = (stats.sent, stats.received) if stats else (0, 0)
+    if rtp_sent and rtp_heard and stats is not None and stats.level_in_dbfs > -60:
         seen.add("audio")
-    print(f"audio: the door sent {rtp_sent} RTP packets and heard {rtp_heard}", file=out)
+    level = f"{stats.level_in_dbfs:.0f} dBFS" if stats else "nothing"
+    print(
+        f"audio: the door sent {rtp_sent} RTP packets and heard {rtp_heard} "
+        f"({stats.codec if stats else '-'}, the handset's tone at {level})",
+        file=out,
+    )
     missing = [step for step in STEPS if step not in seen]
     if missing:
         print(f"demo FAILED: these steps did not happen: {', '.join(missing)}", file=out)

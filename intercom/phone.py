@@ -15,9 +15,26 @@ from dataclasses import dataclass
 
 from intercom import __version__
 from intercom.config import Config
-from intercom.media.placeholder import SilenceStream, sdp_for
+from intercom.media.audio import (
+    AudioSink,
+    AudioSource,
+    NullSink,
+    SilenceSource,
+    open_sink,
+    open_source,
+)
+from intercom.media.dtmf import parse_info
+from intercom.media.session import MediaSession, MediaSettings, MediaStats
 from intercom.sip.agent import AgentSettings, UserAgent
-from intercom.sip.events import CallAnswered, CallEnded, Event, RegistrationChanged
+from intercom.sip.events import (
+    CallAnswered,
+    CallEnded,
+    CallUpdated,
+    DtmfReceived,
+    Event,
+    InfoReceived,
+    RegistrationChanged,
+)
 from intercom.transport import SipEndpoint, bind_sip_socket, local_address_for
 
 log = logging.getLogger(__name__)
@@ -30,6 +47,11 @@ class PhoneOptions:
     local_host: str | None = None
     #: Keep every SIP message sent and received in ``Phone.wire`` (tests, doctor, bench).
     capture: bool = False
+    #: Audio source and sink specs overriding audio.input/audio.output ("file:PATH", ...).
+    play: str | None = None
+    record: str | None = None
+    #: Any free RTP port instead of media.rtp_port_min..max (tests and the demo on loopback).
+    any_rtp_port: bool = False
 
 
 def _host_for_uri(host: str) -> str:
@@ -60,9 +82,9 @@ class Phone:
         self.config = config
         self.options = options or PhoneOptions()
         self.events: asyncio.Queue[Event] = asyncio.Queue()
-        self.media: dict[int, SilenceStream] = {}
-        #: RTP packets (sent, received) of each call that ended, for the demo and the doctor.
-        self.rtp_stats: dict[int, tuple[int, int]] = {}
+        self.media: dict[int, MediaSession] = {}
+        #: The media figures of each call that ended, for the demo, the doctor and the bench.
+        self.media_stats: dict[int, MediaStats] = {}
         self.agent: UserAgent | None = None
         self.endpoint: SipEndpoint | None = None
         self.registration: RegistrationChanged | None = None
@@ -165,14 +187,74 @@ class Phone:
         while self.registration is None or self.registration.state != "unregistered":
             await asyncio.sleep(0.02)
 
+    def send_dtmf(self, handle: int, digits: str) -> None:
+        media = self.media.get(handle)
+        if media is not None:
+            media.send_dtmf(digits)
+
     # ---------------------------------------------------------------- internals
+    def _media_settings(self) -> MediaSettings:
+        assert self.agent is not None
+        audio, media = self.config.audio, self.config.media
+        any_port = self.options.any_rtp_port
+        return MediaSettings(
+            host=self.agent.settings.local_host,
+            port_min=0 if any_port else media.rtp_port_min,
+            port_max=0 if any_port else media.rtp_port_max,
+            codecs=tuple(audio.codecs),
+            rtp_timeout=float(media.rtp_timeout),
+            jitter_ms=media.jitter_ms,
+            input_gain_db=audio.input_gain_db,
+            output_gain_db=audio.output_gain_db,
+        )
+
+    def _open_source(self, rate: int) -> AudioSource:
+        spec = self.options.play or self.config.audio.input
+        try:
+            return open_source(spec, rate)
+        except Exception as exc:
+            # The call still matters without a microphone (the resident can open the door).
+            log.error("no microphone, sending silence: %s", exc)
+            return SilenceSource(rate)
+
+    def _open_sink(self, rate: int) -> AudioSink:
+        spec = self.options.record or self.config.audio.output
+        try:
+            return open_sink(spec, rate)
+        except Exception as exc:
+            log.error("no speaker, the caller is not heard: %s", exc)
+            return NullSink(rate)
+
     def _sdp(self, handle: int, offer: bytes | None) -> bytes | None:
-        stream = self.media.get(handle)
-        if stream is None:
-            assert self.agent is not None
-            stream = SilenceStream.bind(self.agent.settings.local_host)
-            self.media[handle] = stream
-        return sdp_for(stream, handle, offer)
+        media = self.media.get(handle)
+        if media is None:
+            media = MediaSession(
+                self._media_settings(),
+                self._open_source,
+                self._open_sink,
+                on_dtmf=lambda digit: self._on_event(DtmfReceived(handle, digit, "rfc4733")),
+                on_timeout=lambda: self._hangup_reason(handle, "rtp_timeout"),
+            )
+            try:
+                media.bind()
+            except OSError as exc:
+                log.error("%s", exc)
+                return None
+            self.media[handle] = media
+        return media.local_sdp(offer)
+
+    def _hangup_reason(self, handle: int, reason: str) -> None:
+        assert self.agent is not None and self.endpoint is not None
+        agent = self.agent
+        self.endpoint.command(lambda now: agent.hangup(handle, now, reason))
+
+    async def _start_media(self, handle: int, media: MediaSession, remote_sdp: bytes) -> None:
+        try:
+            await media.start(remote_sdp)
+        except Exception as exc:
+            # A broken sound card must not leave the other phone off the hook without a word.
+            log.error("cannot start the audio of call %s: %s", handle, exc)
+            self._hangup_reason(handle, "local_hangup")
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, RegistrationChanged):
@@ -180,14 +262,23 @@ class Phone:
             if event.state in ("registered", "failed"):
                 self._reg_result.set()
         elif isinstance(event, CallAnswered):
-            stream = self.media.get(event.call)
-            if stream is not None:
-                self._spawn(stream.start(event.remote_sdp))
+            media = self.media.get(event.call)
+            if media is not None:
+                self._spawn(self._start_media(event.call, media, event.remote_sdp))
+        elif isinstance(event, CallUpdated):
+            media = self.media.get(event.call)
+            if media is not None:
+                media.update(event.remote_sdp)
+        elif isinstance(event, InfoReceived):
+            digit = parse_info(event.content_type, event.body)
+            if digit is not None:
+                self._on_event(DtmfReceived(event.call, digit.digit, "info"))
+            return
         elif isinstance(event, CallEnded):
-            stream = self.media.pop(event.call, None)
-            if stream is not None:
-                self.rtp_stats[event.call] = (stream.sent, stream.received)
-                self._spawn(stream.stop())
+            media = self.media.pop(event.call, None)
+            if media is not None:
+                self.media_stats[event.call] = media.stats
+                self._spawn(media.stop())
         self.events.put_nowait(event)
 
     def _spawn(self, coro: object) -> None:

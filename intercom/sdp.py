@@ -51,9 +51,7 @@ def offer_codecs(names: list[str] | tuple[str, ...]) -> list[Codec]:
 def pick_telephone_event(stream: AudioStream, codec: Codec) -> Codec | None:
     """The telephone-event of ``stream`` to use beside ``codec``: the same clock if offered."""
     events = [
-        c
-        for c in stream.codecs
-        if c.name.lower() == "telephone-event" and c.rate in (8000, 16000)
+        c for c in stream.codecs if c.name.lower() == "telephone-event" and c.rate in (8000, 16000)
     ]
     for event in events:
         if event.rate == codec.rate:

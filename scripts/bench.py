@@ -112,11 +112,12 @@ async def bench_intercom(tap: Tap, runs: int) -> list[tuple[float, float]]:
                 "local_port": 0,
             },
             "call": {"targets": ["621"], "ring_timeout": 30},
+            "audio": {"input": "tone:1000", "output": "null"},
         },
         base_dir=ROOT,
         env={},
     )
-    phone = Phone(config, PhoneOptions(local_host="127.0.0.1"))
+    phone = Phone(config, PhoneOptions(local_host="127.0.0.1", any_rtp_port=True))
     await phone.start()
     out = []
     try:

@@ -162,12 +162,16 @@ class UserAgent:
         call.start(now)
         return handle
 
-    def hangup(self, handle: int, now: float) -> None:
-        """Cancel a ringing call or end an established one; unknown handles are ignored."""
+    def hangup(self, handle: int, now: float, reason: str = "local_hangup") -> None:
+        """Cancel a ringing call or end an established one; unknown handles are ignored.
+
+        ``reason`` says why in the CallEnded event of an established call: ``local_hangup``,
+        or ``rtp_timeout`` when the media layer heard nothing for too long.
+        """
         if handle in self.calls:
-            self.calls[handle].hangup(now)
+            self.calls[handle].hangup(now, reason)
         elif handle in self.incoming:
-            self.incoming[handle].hangup(now)
+            self.incoming[handle].hangup(now, reason)
 
     def answer(self, handle: int, now: float) -> None:
         if handle in self.incoming:

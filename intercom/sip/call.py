@@ -299,9 +299,9 @@ class OutgoingCall:
         for leg in self.legs:
             leg.cancel(now)
 
-    def hangup(self, now: float) -> None:
+    def hangup(self, now: float, reason: str = "local_hangup") -> None:
         if self.session is not None and not self.session.ended:
-            self.session.bye(now, "local_hangup")
+            self.session.bye(now, reason)
             return
         if self.ended:
             return

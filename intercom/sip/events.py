@@ -16,6 +16,7 @@ END_REASONS = frozenset(
         "local_hangup",  # we hung up (or cancelled) on request
         "remote_hangup",  # the other side sent BYE
         "max_duration",  # call.max_duration reached
+        "rtp_timeout",  # no RTP from the other side for media.rtp_timeout seconds
         "no_answer",  # ring timeout: nobody picked up, we sent CANCEL
         "busy",  # 486, 600
         "rejected",  # 603, or another final refusal
@@ -101,6 +102,21 @@ class InfoReceived:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class DtmfReceived:
+    """A digit pressed on the other phone: RFC 4733 in the RTP, or a SIP INFO."""
+
+    call: int
+    digit: str
+    method: str  # "rfc4733" or "info"
+
+    def __post_init__(self) -> None:
+        if len(self.digit) != 1 or self.digit not in "0123456789*#ABCD":
+            raise ValueError(f"not a DTMF digit: {self.digit!r}")
+        if self.method not in ("rfc4733", "info"):
+            raise ValueError(f"unknown DTMF method {self.method!r}")
+
+
 Event = (
     RegistrationChanged
     | CallCalling
@@ -110,6 +126,7 @@ Event = (
     | CallEnded
     | IncomingCall
     | InfoReceived
+    | DtmfReceived
 )
 
 

@@ -132,12 +132,12 @@ class IncomingInvite:
             CallAnswered(self.handle, self.caller, 200, sdp, self.invite.body, incoming=True)
         )
 
-    def hangup(self, now: float) -> None:
+    def hangup(self, now: float, reason: str = "local_hangup") -> None:
         if self.state is InState.RINGING:
             self._final(480, "Temporarily Unavailable", now)
             self._end("local_hangup", None, now)
         elif self.session is not None:
-            self.session.bye(now, "local_hangup")
+            self.session.bye(now, reason)
 
     def cancelled(self, now: float) -> None:
         if self.state is InState.RINGING:

@@ -42,12 +42,13 @@ def door_config(
             "expires": 60,
         },
         "call": {"targets": list(targets), "ring_timeout": 10, "max_duration": 120},
+        "audio": {"input": "tone:1000", "output": "null"},
     }
     for key, value in sections.items():
         if key == "sip":
             data["sip"].update(value)
-        elif key == "call":
-            data["call"].update(value)
+        elif key in ("call", "audio"):
+            data[key].update(value)
         else:
             data[key] = value
     return parse_config(data, base_dir=Path.cwd(), env={})
@@ -55,7 +56,10 @@ def door_config(
 
 class Door:
     def __init__(self, config: Config) -> None:
-        self.phone = Phone(config, PhoneOptions(local_host="127.0.0.1", capture=True, trace=True))
+        self.phone = Phone(
+            config,
+            PhoneOptions(local_host="127.0.0.1", capture=True, trace=True, any_rtp_port=True),
+        )
         self.events: list[Event] = []
         self._new = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

@@ -8,11 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
+from tests.integration.audio_check import read_wav, tone_snr
 from tests.peers.fixtures import HandsetFactory
 from tests.peers.kamailio import Kamailio
 
@@ -34,6 +37,8 @@ def _write_config(path: Path, pbx: Kamailio, **sip: object) -> Path:
             **sip,
         },
         "call": {"targets": ["621"], "ring_timeout": 5},
+        "audio": {"input": "tone:1000", "output": "null"},
+        "media": {"rtp_port_min": 40000, "rtp_port_max": 60000},
     }
     path.write_text(yaml.safe_dump(data))
     (path.parent / "sip-password").write_text("doorpass\n")
@@ -56,12 +61,28 @@ def _events(stdout: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
-def test_ring_json_answered_exits_0(
+def _write_tone(path: Path, hz: float, seconds: float, rate: int = 16000) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (np.sin(2 * np.pi * hz * t) * 0.3 * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+def test_ring_json_answered_exits_0_with_audio_both_ways(
     kamailio: Kamailio, handset: HandsetFactory, tmp_path: Path
 ) -> None:
-    phone = handset("621")
+    phone = handset("621", tone_hz=440)
     config = _write_config(tmp_path / "intercom.yaml", kamailio)
-    result = _intercom("ring", "-c", str(config), "--json", "--talk", "1")
+    voice = _write_tone(tmp_path / "voice.wav", 1000, 1.0)
+    heard = tmp_path / "heard.wav"
+    result = _intercom(
+        "ring", "-c", str(config), "--json", "--talk", "2",
+        "--play", str(voice), "--record", str(heard),
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     events = _events(result.stdout)
     names = [e["event"] for e in events]
@@ -70,9 +91,18 @@ def test_ring_json_answered_exits_0(
     assert events[-1]["reason"] == "local_hangup"
     assert events[3]["code"] == 180 and events[4]["code"] == 200
     assert all(set(e) >= {"event", "state", "t"} for e in events)
-    assert 1.0 <= float(events[-1]["t"]) - float(events[4]["t"]) < 3.0
+    assert 2.0 <= float(events[-1]["t"]) - float(events[4]["t"]) < 4.0
     assert phone.find_events("CALL_CLOSED") or phone.wait_event("CALL_CLOSED", 5)
     assert "doorpass" not in result.stderr + result.stdout
+    # The door played the WAV to the handset and recorded the handset's tone.
+    samples, rate = read_wav(heard)
+    assert rate == 16000  # G.722 first in the default codec order
+    peak, snr = tone_snr(samples, rate, 440)
+    assert abs(peak - 440) < 10 and snr >= 30, (peak, snr)
+    sent = [p for p in phone.recordings() if p.name.endswith("-dec.wav")]
+    samples, rate = read_wav(sent[0])
+    peak, snr = tone_snr(samples, rate, 1000)
+    assert abs(peak - 1000) < 10 and snr >= 30, (peak, snr)
 
 
 def test_ring_busy_exits_2(kamailio: Kamailio, handset: HandsetFactory, tmp_path: Path) -> None:

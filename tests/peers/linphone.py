@@ -75,8 +75,11 @@ class Linphonec:
         auto_answer: bool = True,
         tone_hz: int = 440,
         record: bool = True,
+        dtmf_info: bool = False,
     ) -> None:
         self.user = user
+        # linphonec can send DTMF as SIP INFO, the one method baresip cannot produce.
+        self.dtmf_info = dtmf_info
         self.password = password
         self.registrar_host = registrar_host
         self.registrar_port = registrar_port
@@ -351,8 +354,8 @@ default_proxy=0
 verify_server_certs=0
 verify_server_cn=0
 media_encryption=none
-use_info=0
-use_rfc2833=1
+use_info={1 if self.dtmf_info else 0}
+use_rfc2833={0 if self.dtmf_info else 1}
 inc_timeout=60
 guess_hostname=0
 

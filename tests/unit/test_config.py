@@ -326,8 +326,8 @@ def test_booleans_are_not_numbers() -> None:
 
 def test_unknown_top_level_key_with_suggestion() -> None:
     assert errors_of(minimal() | {"incomming": {}}) == [
-        "incomming: unknown key; allowed keys here: device_id, sip, call, incoming, audio, media, log; "
-        "did you mean 'incoming'?"
+        "incomming: unknown key; allowed keys here: device_id, sip, call, incoming, audio, "
+        "media, log; did you mean 'incoming'?"
     ]
 
 
