@@ -1,4 +1,6 @@
-"""Call set-up latency of the door, next to baresip measured in the same run.
+"""Benchmarks of the door, next to baresip measured in the same run (JSON on stdout).
+
+Suite ``setup``: call set-up latency. Suite ``media``: pacing, CPU and SNR (``bench_media.py``).
 
 Both callers dial the same baresip handset through the same Kamailio (which challenges every INVITE
 with 407), and both reach Kamailio through the same UDP tap, which timestamps the packets. Two
@@ -24,6 +26,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from intercom import __version__  # noqa: E402
 from intercom.config import parse_config  # noqa: E402
@@ -216,9 +219,20 @@ async def main_async(runs: int) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=20, help="calls per system (default 20)")
+    parser.add_argument(
+        "--suite", choices=["setup", "media", "all"], default="all", help="what to measure"
+    )
+    parser.add_argument("--runs", type=int, default=20, help="set-up: calls per system")
+    parser.add_argument("--seconds", type=float, default=60, help="media: seconds per call")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main_async(max(2, args.runs))), indent=2))
+    result: dict[str, Any] = {}
+    if args.suite in ("setup", "all"):
+        result["call_setup"] = asyncio.run(main_async(max(2, args.runs)))
+    if args.suite in ("media", "all"):
+        import bench_media
+
+        result["media"] = asyncio.run(bench_media.run(max(5.0, args.seconds)))
+    print(json.dumps(result, indent=2))
     return 0
 
 

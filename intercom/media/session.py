@@ -87,13 +87,16 @@ class MediaStats:
     ticks: int = 0
     dtmf_received: int = 0
     pacing: PacingStats = field(default_factory=PacingStats)
+    #: Gaps between arriving audio packets: the other side's pacing, seen from here.
+    arrival: PacingStats = field(default_factory=PacingStats)
+    started_at: float | None = None
     #: Peak level of the last second of audio heard and sent, in dBFS (for the demo and doctor).
     level_in_dbfs: float = -120.0
     level_out_dbfs: float = -120.0
 
 
 def _dbfs(pcm: np.ndarray) -> float:
-    peak = int(np.max(np.abs(pcm.astype(np.int32)))) if pcm.size else 0
+    peak = max(int(pcm.max()), -int(pcm.min())) if pcm.size else 0
     return 20 * math.log10(peak / 32768) if peak else -120.0
 
 
@@ -139,7 +142,9 @@ class MediaSession:
         self._candidate: tuple[Addr, int] | None = None
         self._candidate_count = 0
         self._transport: asyncio.DatagramTransport | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._clock: asyncio.TimerHandle | None = None
+        self._clock_start = 0.0
+        self._clock_n = 0
         self._source: AudioSource | None = None
         self._sink: AudioSink | None = None
         self._in_gain = GainStage(settings.input_gain_db)
@@ -238,7 +243,8 @@ class MediaSession:
             lambda: _Protocol(self), sock=self.sock
         )
         self._last_rx = loop.time()
-        self._task = asyncio.create_task(self._run())
+        self.stats.started_at = loop.time()
+        self._start_clock()
         log.info(
             "audio: %s to %s:%s, RTP port %s",
             self.codec.name,
@@ -262,11 +268,9 @@ class MediaSession:
         self._dtmf_queue.extend(digits)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -280,14 +284,21 @@ class MediaSession:
         self._source = self._sink = None
 
     # ---------------------------------------------------------------- the clock
-    async def _run(self) -> None:
+    def _start_clock(self) -> None:
+        """Tick n runs at start + n * 20 ms: a late tick never moves the ones after it."""
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        n = 0
-        while True:
+        self._clock_start = loop.time()
+        self._clock_n = 0
+        self._clock = loop.call_at(self._clock_start, self._on_clock)
+
+    def _on_clock(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
             self._tick(loop.time())
-            n += 1
-            await asyncio.sleep(max(0.0, start + n * FRAME - loop.time()))
+        except Exception:  # one bad frame must not silence the rest of the call
+            log.exception("media tick failed")
+        self._clock_n += 1
+        self._clock = loop.call_at(self._clock_start + self._clock_n * FRAME, self._on_clock)
 
     def _tick(self, now: float) -> None:
         codec, source, sink = self.codec, self._source, self._sink
@@ -295,7 +306,9 @@ class MediaSession:
         self.stats.ticks += 1
         # Out: one frame from the source, every tick, whether we send it or not.
         pcm = self._in_gain.apply(source.read(codec.frame_samples()))
-        self._level_out.append(_dbfs(pcm))
+        metering = self.stats.ticks % 5 == 0  # levels every 100 ms are plenty, and cost CPU
+        if metering:
+            self._level_out.append(_dbfs(pcm))
         if self.sending and self.remote is not None:
             self._send_frame(codec, pcm, now)
         self._ts = (self._ts + codec.timestamp_step()) & 0xFFFFFFFF
@@ -315,9 +328,10 @@ class MediaSession:
         else:
             heard = np.zeros(codec.frame_samples(), dtype=np.int16)
         heard = self._fit(heard, codec.frame_samples())
-        self._level_in.append(_dbfs(heard))
+        if metering:
+            self._level_in.append(_dbfs(heard))
         sink.write(self._out_gain.apply(heard))
-        if len(self._level_in) >= 50:
+        if len(self._level_in) >= 10:
             self.stats.level_in_dbfs = max(self._level_in)
             self.stats.level_out_dbfs = max(self._level_out)
             self._level_in.clear()
@@ -392,6 +406,7 @@ class MediaSession:
                 self.on_dtmf(digit.digit)
             return
         if self._codec_desc is not None and packet.payload_type == self._codec_desc.pt:
+            self.stats.arrival.add(loop.time())
             self._jitter.push(packet, loop.time())
 
     def _accept_source(self, packet: RtpPacket, addr: Addr) -> bool:

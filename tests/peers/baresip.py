@@ -103,6 +103,7 @@ class Baresip:
         regint: int = 600,
         register: bool = True,
         sip_trace: bool = True,
+        player: str = "alsa,null",
     ) -> None:
         if answer not in ("auto", "manual", "busy"):
             raise ValueError(f"answer must be auto, manual or busy, not {answer!r}")
@@ -119,6 +120,9 @@ class Baresip:
         self.regint = regint
         self.register = register
         self.sip_trace = sip_trace
+        # ALSA's null device has no clock: baresip then writes as fast as it can and burns a
+        # whole core. Fine for tests; a benchmark gives it a clocked player ("aubridge,...").
+        self.player = player
 
         self.workdir = Path(workdir)
         self.confdir = self.workdir / "config"
@@ -521,7 +525,7 @@ class Baresip:
         self.confdir.mkdir(parents=True, exist_ok=True)
         self.snd_dir.mkdir(parents=True, exist_ok=True)
         module_dir = next((d for d in MODULE_DIRS if Path(d).is_dir()), MODULE_DIRS[0])
-        modules = ["g711.so", "g722.so", "ausine.so", "alsa.so"]
+        modules = ["g711.so", "g722.so", "ausine.so", "alsa.so", "aubridge.so"]
         if self.record:
             modules.append("sndfile.so")
         lines = [
@@ -537,7 +541,7 @@ class Baresip:
             "ausrc_srate\t\t48000",
             "ausrc_channels\t\t2",
             # No sound card: the ALSA null device swallows what would be played.
-            "audio_player\t\talsa,null",
+            f"audio_player\t\t{self.player}",
             "audio_alert\t\talsa,null",
             "audio_level\t\tno",
             "ausrc_format\t\ts16",
