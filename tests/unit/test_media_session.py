@@ -1,0 +1,168 @@
+"""Two media sessions on loopback: latching, hold, DTMF, time-out and malformed input.
+
+These use real UDP sockets on 127.0.0.1 (the session is the thin adapter around the pure parts),
+and short real waits: a fraction of a second each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import numpy as np
+
+from intercom import sdp
+from intercom.media.audio import NullSink, ToneSource
+from intercom.media.session import MediaSession, MediaSettings
+
+
+class Recorder(NullSink):
+    def __init__(self, rate: int) -> None:
+        super().__init__(rate)
+        self.frames_heard: list[np.ndarray] = []
+
+    def write(self, frame: np.ndarray) -> None:
+        self.frames_heard.append(frame)
+
+
+def _pair(codec: str = "PCMA", **kw: float):  # type: ignore[no-untyped-def]
+    settings = MediaSettings(host="127.0.0.1", codecs=(codec,), jitter_ms=40, **kw)  # type: ignore[arg-type]
+    sinks: dict[str, Recorder] = {}
+    digits: dict[str, list[str]] = {"a": [], "b": []}
+    timeouts: list[str] = []
+
+    def make(name: str, hz: int) -> MediaSession:
+        def sink(rate: int) -> Recorder:
+            sinks[name] = Recorder(rate)
+            return sinks[name]
+
+        return MediaSession(
+            settings,
+            lambda rate: ToneSource(hz, -20, rate),
+            sink,
+            on_dtmf=digits[name].append,
+            on_timeout=lambda: timeouts.append(name),
+        )
+
+    a, b = make("a", 1000), make("b", 440)
+    a.bind()
+    b.bind()
+    return a, b, sinks, digits, timeouts
+
+
+def test_audio_flows_both_ways_and_pacing_has_no_drift() -> None:
+    async def scenario() -> None:
+        a, b, sinks, _digits, _t = _pair("G722")
+        offer = a.local_sdp(None)
+        answer = b.local_sdp(offer)
+        assert offer is not None and answer is not None
+        await a.start(answer)
+        await b.start(offer)
+        await asyncio.sleep(1.0)
+        assert a.stats.codec == b.stats.codec == "G722"
+        assert abs(a.stats.sent - a.stats.ticks) <= 1  # every tick sends one packet
+        assert a.stats.received >= 40 and b.stats.received >= 40
+        heard = np.concatenate(sinks["a"].frames_heard[-20:])
+        assert sinks["a"].rate == 16000 and np.abs(heard).max() > 1000  # b's tone reached a
+        assert abs(a.stats.pacing.mean - 0.020) < 0.002
+        await a.stop()
+        await b.stop()
+
+    asyncio.run(scenario())
+
+
+def test_destination_latches_onto_where_rtp_really_comes_from() -> None:
+    async def scenario() -> None:
+        a, b, _sinks, _d, _t = _pair()
+        offer = a.local_sdp(None)
+        answer = b.local_sdp(offer)
+        assert offer is not None and answer is not None
+        # The answer names a port where nobody listens (a NAT rewrote it, say).
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
+            dead.bind(("127.0.0.1", 0))
+            wrong = answer.replace(
+                f"m=audio {b.port} ".encode(), f"m=audio {dead.getsockname()[1]} ".encode()
+            )
+            await a.start(wrong)
+            await b.start(offer)
+            await asyncio.sleep(0.5)
+        assert a.stats.latched == ("127.0.0.1", b.port)
+        assert a.remote == ("127.0.0.1", b.port)
+        assert b.stats.received >= 10  # a's audio now reaches b
+        await a.stop()
+        await b.stop()
+
+    asyncio.run(scenario())
+
+
+def test_hold_stops_sending_and_pauses_the_timeout_then_resume() -> None:
+    async def scenario() -> None:
+        a, b, _sinks, _d, timeouts = _pair(rtp_timeout=0.3)
+        offer = a.local_sdp(None)
+        answer = b.local_sdp(offer)
+        assert offer is not None and answer is not None
+        await a.start(answer)
+        await b.start(offer)
+        await asyncio.sleep(0.2)
+        hold = sdp.build("127.0.0.1", b.port, [sdp.PCMA], session_id=1, direction="sendonly")
+        a.update(hold)
+        await b.stop()  # the held phone goes quiet entirely
+        sent = a.stats.sent
+        await asyncio.sleep(0.5)
+        assert a.stats.sent == sent and not a.sending
+        assert timeouts == []  # no time-out while on hold
+        a.update(answer)
+        assert a.sending
+        await asyncio.sleep(0.5)
+        assert a.stats.sent > sent
+        assert timeouts == ["a"]  # resumed, and b stays silent: now it times out
+        await a.stop()
+
+    asyncio.run(scenario())
+
+
+def test_dtmf_digits_cross_as_rfc4733() -> None:
+    async def scenario() -> None:
+        a, b, _sinks, digits, _t = _pair()
+        offer = a.local_sdp(None)
+        answer = b.local_sdp(offer)
+        assert offer is not None and answer is not None
+        await a.start(answer)
+        await b.start(offer)
+        await asyncio.sleep(0.1)
+        a.send_dtmf("1#9")
+        await asyncio.sleep(1.0)
+        assert digits["b"] == ["1", "#", "9"]
+        await a.stop()
+        await b.stop()
+
+    asyncio.run(scenario())
+
+
+def test_malformed_and_foreign_rtp_is_dropped() -> None:
+    async def scenario() -> None:
+        a, b, _sinks, digits, _t = _pair()
+        offer = a.local_sdp(None)
+        answer = b.local_sdp(offer)
+        assert offer is not None and answer is not None
+        await a.start(answer)
+        await b.start(offer)
+        await asyncio.sleep(0.3)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as intruder:
+            intruder.sendto(b"\x00garbage", ("127.0.0.1", a.port))
+            intruder.sendto(bytes([0x80, 0x00]) + bytes(10) + b"x" * 160, ("127.0.0.1", a.port))
+            await asyncio.sleep(0.1)
+        assert a.stats.malformed == 1
+        assert a.stats.foreign == 1  # after latching, a stranger's single packet is ignored
+        assert a.remote == ("127.0.0.1", b.port)
+        assert digits["a"] == []
+        await a.stop()
+        await b.stop()
+
+    asyncio.run(scenario())
+
+
+def test_no_shared_codec_refuses_the_offer() -> None:
+    a, _b, _s, _d, _t = _pair("G722")
+    offer = sdp.build("127.0.0.1", 4000, [sdp.PCMU], session_id=5)
+    assert a.local_sdp(offer) is None
