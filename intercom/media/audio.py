@@ -198,8 +198,19 @@ class ToneSource:
         self.amplitude = 32767.0 * 10.0 ** (level_dbfs / 20.0)
         self._step = 2.0 * math.pi * freq_hz / rate
         self._phase = 0.0
+        # A whole number of hertz repeats exactly every second: compute that second once and
+        # read it as a ring (a tone costs a slice, not a sine per sample, every 20 ms).
+        self._table: Pcm | None = None
+        self._pos = 0
+        if float(freq_hz).is_integer():
+            table = np.rint(self.amplitude * np.sin(self._step * np.arange(rate)))
+            self._table = np.concatenate([table, table]).astype(np.int16)
 
     def read(self, samples: int) -> Pcm:
+        if self._table is not None and samples <= self.rate:
+            out_t: Pcm = self._table[self._pos : self._pos + samples].copy()
+            self._pos = (self._pos + samples) % self.rate
+            return out_t
         phases = self._phase + self._step * np.arange(samples)
         self._phase = math.fmod(self._phase + self._step * samples, 2.0 * math.pi)
         out: Pcm = np.rint(self.amplitude * np.sin(phases)).astype(np.int16)

@@ -19,6 +19,7 @@ import math
 import secrets
 import socket
 import struct
+import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,12 +43,16 @@ LATCH_PACKETS = 3
 Addr = tuple[str, int]
 
 _TIMESPEC = struct.Struct("@qq")
+#: Python does not name it; 35 on Linux (asm-generic/socket.h), where the cmsg type is the same.
+SO_TIMESTAMPNS: int | None = getattr(
+    socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None
+)
 _CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
 def _kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
     """The SO_TIMESTAMPNS arrival time of a datagram (wall clock: good for gaps only)."""
-    wanted = (socket.SOL_SOCKET, getattr(socket, "SO_TIMESTAMPNS", -1))
+    wanted = (socket.SOL_SOCKET, SO_TIMESTAMPNS)
     for level, kind, data in ancillary:
         if (level, kind) == wanted and len(data) >= _TIMESPEC.size:
             sec, nsec = _TIMESPEC.unpack_from(data)
@@ -178,8 +183,9 @@ class MediaSession:
                 sock.close()
                 continue
             sock.setblocking(False)
-            if hasattr(socket, "SO_TIMESTAMPNS"):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_TIMESTAMPNS, 1)
+            if SO_TIMESTAMPNS is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             self.sock = sock
             self.port = sock.getsockname()[1]
             return self.port
