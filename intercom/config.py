@@ -60,6 +60,8 @@ __all__ = [
     "IncomingConfig",
     "LogConfig",
     "MediaConfig",
+    "MqttConfig",
+    "MqttTlsConfig",
     "SipConfig",
     "describe",
     "load_config",
@@ -67,6 +69,7 @@ __all__ = [
 ]
 
 PASSWORD_ENV = "INTERCOM_SIP_PASSWORD"
+MQTT_PASSWORD_ENV = "INTERCOM_MQTT_PASSWORD"
 """Environment variable consulted when the file gives neither a password nor a password file."""
 
 REDACTED = "***"
@@ -406,6 +409,57 @@ class MediaConfig(BaseModel):
         return value
 
 
+class MqttTlsConfig(BaseModel):
+    """TLS to the broker: the server's certificate is verified unless ``insecure`` is set."""
+
+    model_config = _MODEL_CONFIG
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+
+def _check_topic_base(value: str) -> str:
+    if any(ch in value for ch in "+#") or value.startswith("/") or value.endswith("/"):
+        raise _fail("must be a plain topic", "no + or #, no leading or trailing /")
+    if "//" in value or not value:
+        raise _fail("must not have empty levels", "e.g. intercom/frontdoor")
+    return value
+
+
+_TopicBase = Annotated[str, AfterValidator(_check_topic_base)]
+
+
+class MqttConfig(BaseModel):
+    """The MQTT broker, for Home Assistant and automations. Without this section: no MQTT."""
+
+    model_config = _MODEL_CONFIG
+
+    host: _Host = Field(
+        description="the broker's host name or IP address", examples=["homeassistant.local"]
+    )
+    port: _Int = Field(default=1883, ge=1, le=65535)
+    username: _Text | None = None
+    password: _Secret | None = None
+    password_file: Path | None = None
+    tls: MqttTlsConfig | None = None
+    client_id: _Text | None = None
+    base_topic: _TopicBase | None = None
+    discovery_prefix: _TopicBase = "homeassistant"
+    discovery: Annotated[Literal["entity", "device", "off"], BeforeValidator(_lower)] = "entity"
+
+    _password_source: str | None = PrivateAttr(None)
+
+    def secret(self) -> str | None:
+        """The broker password in clear text, for the MQTT client only."""
+        return None if self.password is None else self.password.get_secret_value()
+
+    @property
+    def password_source(self) -> str | None:
+        return self._password_source
+
+
 class LogConfig(BaseModel):
     """Logging. ``sip_trace`` is opt-in because traces are long and name the callers."""
 
@@ -431,6 +485,7 @@ class Config(BaseModel):
     incoming: IncomingConfig = IncomingConfig()
     audio: AudioConfig = AudioConfig()
     media: MediaConfig = MediaConfig()
+    mqtt: MqttConfig | None = None
     log: LogConfig = LogConfig()
 
     def redacted_dict(self) -> dict[str, Any]:
@@ -441,7 +496,15 @@ class Config(BaseModel):
         """
         data = self.model_dump(mode="json")
         data["sip"]["password"] = None if self.sip.password is None else REDACTED
+        if self.mqtt is not None:
+            data["mqtt"]["password"] = None if self.mqtt.password is None else REDACTED
         return data
+
+    @property
+    def mqtt_base_topic(self) -> str:
+        """``mqtt.base_topic``, by default ``intercom/<device_id>``."""
+        base = self.mqtt.base_topic if self.mqtt is not None else None
+        return base or f"intercom/{self.device_id}"
 
 
 def describe(config: Config) -> str:
@@ -606,6 +669,21 @@ def _build(data: object, *, base_dir: Path, env: Mapping[str, str] | None, sourc
         source_name, password_problems = _resolve_password(sip, base_dir, env, secrets)
         problems.extend(password_problems)
         data["sip"] = sip
+    mqtt = data.get("mqtt")
+    mqtt_source: str | None = None
+    if isinstance(mqtt, Mapping):
+        mqtt = dict(mqtt)
+        mqtt_source, mqtt_problems = _resolve_password(
+            mqtt, base_dir, env, secrets, section="mqtt", env_name=MQTT_PASSWORD_ENV, required=False
+        )
+        problems.extend(mqtt_problems)
+        for key in ("ca_file", "cert_file", "key_file"):
+            tls = mqtt.get("tls")
+            if isinstance(tls, Mapping) and isinstance(tls.get(key), str) and tls[key]:
+                tls = dict(tls)
+                tls[key] = str(base_dir / Path(tls[key]).expanduser())
+                mqtt["tls"] = tls
+        data["mqtt"] = mqtt
     config: Config | None = None
     try:
         config = Config.model_validate(data)
@@ -616,11 +694,20 @@ def _build(data: object, *, base_dir: Path, env: Mapping[str, str] | None, sourc
         raise ConfigError([line for _, line in problems])
     assert config is not None
     config.sip._password_source = source_name
+    if config.mqtt is not None:
+        config.mqtt._password_source = mqtt_source
     return config
 
 
 def _resolve_password(
-    sip: dict[str, Any], base_dir: Path, env: Mapping[str, str], secrets: list[str]
+    sip: dict[str, Any],
+    base_dir: Path,
+    env: Mapping[str, str],
+    secrets: list[str],
+    *,
+    section: str = "sip",
+    env_name: str = PASSWORD_ENV,
+    required: bool | None = None,
 ) -> tuple[str | None, list[tuple[tuple[str | int, ...], str]]]:
     """Find the password (file key, then password file, then environment) and put it into
     ``sip["password"]`` for pydantic to validate. Works on the raw mapping, before pydantic,
@@ -633,15 +720,15 @@ def _resolve_password(
     password_file = sip.get("password_file")
     if isinstance(password, str | int) and not isinstance(password, bool):
         secrets.append(str(password))
-    file_loc: tuple[str | int, ...] = ("sip", "password_file")
+    file_loc: tuple[str | int, ...] = (section, "password_file")
     if password is not None and password_file is not None:
         line = (
-            f"sip.password_file: cannot be used together with sip.password; "
+            f"{section}.password_file: cannot be used together with {section}.password; "
             f"got {_show(password_file, secrets)}; keep only one of the two"
         )
         return None, [(file_loc, line)]
     if password is not None:
-        return "sip.password", []
+        return f"{section}.password", []
     if isinstance(password_file, str) and password_file:
         path = base_dir / Path(password_file).expanduser()
         sip["password_file"] = str(path)
@@ -659,25 +746,25 @@ def _resolve_password(
             if value:
                 secrets.append(value)
                 sip["password"] = value
-                return "sip.password_file", []
+                return f"{section}.password_file", []
             problem, fix = f"the file {path} is empty", "write the password into it"
-        return None, [(file_loc, f"sip.password_file: {problem}; got {got}; {fix}")]
+        return None, [(file_loc, f"{section}.password_file: {problem}; got {got}; {fix}")]
     if password_file == "":
-        line = "sip.password_file: must not be empty; got ''; give a path or remove the key"
+        line = f"{section}.password_file: must not be empty; got ''; give a path or remove the key"
         return None, [(file_loc, line)]
     if password_file is not None:
         return None, []  # not text: pydantic reports the type
-    from_env = env.get(PASSWORD_ENV)
+    from_env = env.get(env_name)
     if from_env:
         secrets.append(from_env)
         sip["password"] = from_env
-        return PASSWORD_ENV, []
-    if _is_true(sip.get("register", True)):
+        return env_name, []
+    if required if required is not None else _is_true(sip.get("register", True)):
         line = (
-            "sip.password: no password given; set sip.password, sip.password_file "
-            f"or the environment variable {PASSWORD_ENV}"
+            f"{section}.password: no password given; set {section}.password, "
+            f"{section}.password_file or the environment variable {env_name}"
         )
-        return None, [(("sip", "password"), line)]
+        return None, [((section, "password"), line)]
     return None, []
 
 
@@ -698,7 +785,7 @@ def _os_reason(exc: OSError) -> str:
 # --------------------------------------------------------------------------------------------
 # Turning pydantic's errors into one friendly line each.
 
-_SECRET_LOCS = {("sip", "password")}
+_SECRET_LOCS = {("sip", "password"), ("mqtt", "password")}
 _INT_ERRORS = {
     "int_type",
     "int_parsing",

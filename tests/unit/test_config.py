@@ -327,7 +327,7 @@ def test_booleans_are_not_numbers() -> None:
 def test_unknown_top_level_key_with_suggestion() -> None:
     assert errors_of(minimal() | {"incomming": {}}) == [
         "incomming: unknown key; allowed keys here: device_id, sip, call, incoming, audio, "
-        "media, log; did you mean 'incoming'?"
+        "media, mqtt, log; did you mean 'incoming'?"
     ]
 
 
@@ -402,7 +402,7 @@ def test_empty_and_non_mapping_data() -> None:
     ]
     assert errors_of(["sip"]) == [
         "configuration: the top level must be a mapping of keys; got a list; "
-        "allowed keys: device_id, sip, call, incoming, audio, media, log"
+        "allowed keys: device_id, sip, call, incoming, audio, media, mqtt, log"
     ]
 
 
@@ -594,7 +594,7 @@ def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
         load_config(path, env={})
     assert info.value.errors == [
         f"{path}: the top level must be a mapping of keys; got a single value of type str; "
-        "allowed keys: device_id, sip, call, incoming, audio, media, log"
+        "allowed keys: device_id, sip, call, incoming, audio, media, mqtt, log"
     ]
 
 
@@ -651,3 +651,57 @@ def test_audio_and_media_errors_all_at_once() -> None:
     assert "media.rtp_port_max: must be above rtp_port_min (20000)" in text
     assert "media.rtp_timeout" in text
     assert len(info.value.errors) == 5
+
+
+def test_mqtt_section(tmp_path: Path) -> None:
+    (tmp_path / "mqtt-password").write_text("brokerpw\n")
+    config = parse_config(
+        {
+            "device_id": "gate",
+            "sip": {"server": "pbx", "username": "door", "password": "p"},
+            "mqtt": {
+                "host": "broker",
+                "username": "intercom",
+                "password_file": "mqtt-password",
+                "tls": {"ca_file": "ca.crt"},
+                "discovery": "Device",
+            },
+        },
+        base_dir=tmp_path,
+        env={},
+    )
+    assert config.mqtt is not None
+    assert (
+        config.mqtt.secret() == "brokerpw" and config.mqtt.password_source == "mqtt.password_file"
+    )
+    assert config.mqtt.tls is not None and config.mqtt.tls.ca_file == tmp_path / "ca.crt"
+    assert config.mqtt.discovery == "device" and config.mqtt.port == 1883
+    assert config.mqtt_base_topic == "intercom/gate"
+    assert "brokerpw" not in repr(config) and config.redacted_dict()["mqtt"]["password"] == "***"
+
+
+def test_mqtt_password_from_env_and_no_section() -> None:
+    base = {"sip": {"server": "pbx", "username": "door", "password": "p"}}
+    config = parse_config(
+        {**base, "mqtt": {"host": "broker"}}, base_dir=Path("."), env={MQTT_ENV: "fromenv"}
+    )
+    assert config.mqtt is not None and config.mqtt.secret() == "fromenv"
+    assert parse_config(base, base_dir=Path("."), env={}).mqtt is None
+
+
+def test_mqtt_errors() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "sip": {"server": "pbx", "username": "door", "password": "p"},
+                "mqtt": {"port": 0, "base_topic": "intercom/#", "discovery": "maybe"},
+            },
+            base_dir=Path("."),
+            env={},
+        )
+    text = "\n".join(info.value.errors)
+    assert "mqtt.host: required key is missing" in text
+    assert "mqtt.port" in text and "mqtt.base_topic" in text and "mqtt.discovery" in text
+
+
+MQTT_ENV = "INTERCOM_MQTT_PASSWORD"
