@@ -105,29 +105,37 @@ async def ring(
     talk: float | None,
     printer: _Printer,
     options: PhoneOptions | None = None,
+    mqtt_debug: bool = False,
 ) -> int:
-    from intercom.phone import Phone
+    from intercom.app import Intercom
 
-    phone = Phone(config, options or PhoneOptions(trace=config.log.sip_trace))
+    app = Intercom(
+        config,
+        mqtt_debug=mqtt_debug,
+        phone_options=options or PhoneOptions(trace=config.log.sip_trace),
+    )
+    phone = app.phone
     try:
-        await phone.start()
+        await app.start()
     except OSError as exc:
         log.error("%s", exc)
+        await app.stop()
         return EXIT_ERROR
     try:
         if config.sip.register:
             while True:
-                event = await phone.events.get()
+                event = await app.events.get()
                 printer(event)
                 if isinstance(event, RegistrationChanged) and event.state == "failed":
                     log.error("registration failed: %s", event.reason)
                     return EXIT_ERROR
                 if isinstance(event, RegistrationChanged) and event.state == "registered":
                     break
-        handle = phone.call(targets)
+        handle = app.ring(targets, source="cli")
+        assert handle is not None
         hangup_task: asyncio.TimerHandle | None = None
         while True:
-            event = await phone.events.get()
+            event = await app.events.get()
             if isinstance(event, RegistrationChanged):
                 printer(event)
                 continue
@@ -146,7 +154,7 @@ async def ring(
                     return EXIT_NOT_ANSWERED
                 return EXIT_ERROR
     finally:
-        await phone.stop()
+        await app.stop()
 
 
 def cmd_ring(args: argparse.Namespace) -> int:
@@ -169,7 +177,7 @@ def cmd_ring(args: argparse.Namespace) -> int:
         print(f"--play {args.play}: no such file", file=sys.stderr)
         return EXIT_ERROR
     try:
-        return asyncio.run(ring(config, targets, args.talk, printer, options))
+        return asyncio.run(ring(config, targets, args.talk, printer, options, args.mqtt_debug))
     except KeyboardInterrupt:
         return EXIT_ERROR
 
@@ -187,8 +195,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------ run
-async def run_daemon(config: Config, trace: bool) -> int:
-    from intercom.phone import Phone, PhoneOptions
+async def run_daemon(config: Config, trace: bool, mqtt_debug: bool = False) -> int:
+    from intercom.app import Intercom
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -198,32 +206,21 @@ async def run_daemon(config: Config, trace: bool) -> int:
     # back-off, instead of exiting (the door must come back by itself).
     delay = 2.0
     while True:
-        phone = Phone(config, PhoneOptions(trace=trace))
+        app = Intercom(config, trace=trace, mqtt_debug=mqtt_debug)
         try:
-            await phone.start()
+            await app.start()
             break
         except OSError as exc:
             log.error("cannot start SIP (%s); trying again in %.0f s", exc, delay)
-            await phone.stop()
+            await app.stop()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             if stop.is_set():
                 return EXIT_OK
             delay = min(delay * 2, 60.0)
-    machine = CallStateMachine()
-
-    async def consume() -> None:
-        while True:
-            event = await phone.events.get()
-            state = machine.feed(event)
-            fields = describe_event(event)
-            log.info("%s (call state: %s)", " ".join(f"{k}={v}" for k, v in fields.items()), state)
-
-    consumer = asyncio.create_task(consume())
     await stop.wait()
     log.info("stopping")
-    await phone.stop()
-    consumer.cancel()
+    await app.stop()
     return EXIT_OK
 
 
@@ -233,7 +230,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     trace = config.log.sip_trace or args.sip_trace
     _setup_logging(args.log_level or config.log.level, trace)
-    return asyncio.run(run_daemon(config, trace))
+    return asyncio.run(run_daemon(config, trace, args.mqtt_debug))
 
 
 # ------------------------------------------------------------------------------ demo
@@ -258,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
         p.add_argument(
             "--sip-trace", action="store_true", help="log every SIP message (secrets masked)"
+        )
+        p.add_argument(
+            "--mqtt-debug", action="store_true", help="log every MQTT message sent and received"
         )
 
     p = sub.add_parser("check-config", help="validate a configuration file, listing all errors")

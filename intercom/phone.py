@@ -121,6 +121,10 @@ class Phone:
             self.endpoint.command(self.agent.register)
 
     @property
+    def registered(self) -> bool:
+        return self.agent is not None and self.agent.registered
+
+    @property
     def local_addr(self) -> tuple[str, int]:
         assert self.agent is not None
         return (self.agent.settings.local_host, self.agent.settings.local_port)

@@ -218,3 +218,112 @@ __all__: list[str] = [
     "linphone_handset",
     "require_binaries",
 ]
+
+
+# -- MQTT: a real mosquitto broker and synchronous test clients ---------------------------------
+# Imported here rather than at the top so that this section stays one appended block.
+
+from tests.peers.mosquitto import MOSQUITTO, MOSQUITTO_PASSWD, OPENSSL, Mosquitto  # noqa: E402
+from tests.peers.mqtt_client import MqttProbe  # noqa: E402
+
+#: The accounts of the authenticated test broker: the intercom itself and Home Assistant.
+MQTT_USERS: dict[str, str] = {"intercom": "mqttpass", "ha": "hapass"}
+
+
+def _start_mosquitto(
+    request: pytest.FixtureRequest,
+    workdir: Path,
+    name: str,
+    *,
+    users: dict[str, str] | None = None,
+    tls: bool = False,
+) -> Generator[Mosquitto, None, None]:
+    require_binaries(MOSQUITTO, MOSQUITTO_PASSWD, *([OPENSSL] if tls else []))
+    broker = Mosquitto(workdir, users=users, tls=tls)
+    _remember(request, name, broker)
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def mosquitto(request: pytest.FixtureRequest, tmp_path: Path) -> Generator[Mosquitto, None, None]:
+    """A fresh anonymous mosquitto broker on a free loopback port; nothing retained, no users."""
+    yield from _start_mosquitto(request, tmp_path / "mosquitto", "mosquitto")
+
+
+@pytest.fixture
+def mosquitto_auth(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Generator[Mosquitto, None, None]:
+    """A broker that refuses anonymous clients and knows the users in MQTT_USERS."""
+    yield from _start_mosquitto(
+        request, tmp_path / "mosquitto-auth", "mosquitto (auth)", users=dict(MQTT_USERS)
+    )
+
+
+@pytest.fixture
+def mosquitto_tls(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Generator[Mosquitto, None, None]:
+    """A TLS-only anonymous broker with a certificate of its own private CA (`ca_file`)."""
+    yield from _start_mosquitto(request, tmp_path / "mosquitto-tls", "mosquitto (tls)", tls=True)
+
+
+class ProbeFactory(Protocol):
+    """`mqtt_probe(broker, username="ha")` returns a connected MqttProbe."""
+
+    def __call__(
+        self,
+        broker: Mosquitto,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        **options: Any,
+    ) -> MqttProbe: ...
+
+
+@pytest.fixture
+def mqtt_probe() -> Generator[ProbeFactory, None, None]:
+    """Factory of connected MQTT test clients for a broker; all are closed at teardown.
+
+    The password defaults to the broker's own entry for `username`, and a TLS broker's CA is
+    trusted unless `ca_file=` says otherwise. Other keyword arguments go to MqttProbe
+    (client_id, protocol, client_cert, reconnect_delay, ...). A refused connection raises
+    (MqttConnectError, ssl.SSLCertVerificationError) and the probe is still closed at teardown.
+    """
+    probes: list[MqttProbe] = []
+
+    def make(
+        broker: Mosquitto,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        **options: Any,
+    ) -> MqttProbe:
+        if username is not None and password is None and broker.users:
+            password = broker.users.get(username)
+        if broker.tls:
+            options.setdefault("ca_file", broker.ca_file)
+        probe = MqttProbe(broker.host, broker.port, username=username, password=password, **options)
+        probes.append(probe)
+        probe.connect()
+        return probe
+
+    try:
+        yield make
+    finally:
+        for probe in reversed(probes):
+            probe.close()
+
+
+__all__ += [
+    "MQTT_USERS",
+    "ProbeFactory",
+    "mosquitto",
+    "mosquitto_auth",
+    "mosquitto_tls",
+    "mqtt_probe",
+]

@@ -1,0 +1,1 @@
+"""MQTT for Home Assistant: topic names, discovery payloads and the client bridge."""
