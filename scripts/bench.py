@@ -220,7 +220,7 @@ async def main_async(runs: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--suite", choices=["setup", "media", "all"], default="all", help="what to measure"
+        "--suite", choices=["setup", "media", "mqtt", "all"], default="all", help="what to measure"
     )
     parser.add_argument("--runs", type=int, default=20, help="set-up: calls per system")
     parser.add_argument("--seconds", type=float, default=60, help="media: seconds per call")
@@ -228,6 +228,10 @@ def main() -> int:
     result: dict[str, Any] = {}
     if args.suite in ("setup", "all"):
         result["call_setup"] = asyncio.run(main_async(max(2, args.runs)))
+    if args.suite in ("mqtt", "all"):
+        import bench_mqtt
+
+        result["mqtt"] = asyncio.run(bench_mqtt.run(max(2, args.runs)))
     if args.suite in ("media", "all"):
         import bench_media
 

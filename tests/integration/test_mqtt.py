@@ -253,3 +253,29 @@ def test_home_assistant_restart_gets_discovery_again(
             await app.stop()
 
     asyncio.run(scenario())
+
+
+def test_broker_down_at_start_delays_nothing_else(
+    kamailio: Kamailio, handset: HandsetFactory, mosquitto: Any
+) -> None:
+    phone = handset("621")
+
+    async def scenario() -> None:
+        app = _app(_config(kamailio, mosquitto))
+        await asyncio.to_thread(mosquitto.stop)  # the broker is down when the door starts
+        await app.start()
+        try:
+            await _until(lambda: app.phone.registered, 5, "SIP registration")
+            handle = app.ring(source="test")
+            assert handle is not None
+            await asyncio.to_thread(phone.wait_event, "CALL_ESTABLISHED", 10)
+            assert not app.bridge.connected and list(app.bridge.queue)  # the ring is queued
+            app.hangup()
+            await _until(lambda: app.call is None, 5, "the call to end")
+            assert app.ring(source="test") is not None  # and the next press rings again
+            app.hangup()
+            await _until(lambda: app.call is None, 5, "the call to end")
+        finally:
+            await app.stop()
+
+    asyncio.run(scenario())

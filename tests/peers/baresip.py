@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -104,6 +104,7 @@ class Baresip:
         register: bool = True,
         sip_trace: bool = True,
         player: str = "alsa,null",
+        extra_config: Mapping[str, str] | None = None,
     ) -> None:
         if answer not in ("auto", "manual", "busy"):
             raise ValueError(f"answer must be auto, manual or busy, not {answer!r}")
@@ -123,6 +124,7 @@ class Baresip:
         # ALSA's null device has no clock: baresip then writes as fast as it can and burns a
         # whole core. Fine for tests; a benchmark gives it a clocked player ("aubridge,...").
         self.player = player
+        self.extra_config = dict(extra_config or {})
 
         self.workdir = Path(workdir)
         self.confdir = self.workdir / "config"
@@ -559,6 +561,7 @@ class Baresip:
             "module_app\t\tmenu.so",
             "module_app\t\tctrl_tcp.so",
             f"ctrl_tcp_listen\t\t{LOOPBACK}:{self.ctrl_port}",
+            *(f"{key}\t\t{value}" for key, value in self.extra_config.items()),
             "",
         ]
         (self.confdir / "config").write_text("\n".join(lines))
