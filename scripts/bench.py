@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from intercom import __version__  # noqa: E402
-from intercom.config import parse_config  # noqa: E402
+from intercom.config import Config, parse_config  # noqa: E402
 from intercom.phone import Phone, PhoneOptions  # noqa: E402
 from tests.peers.baresip import Baresip  # noqa: E402
 from tests.peers.kamailio import Kamailio  # noqa: E402
@@ -104,22 +104,26 @@ async def _wait_mark(tap: Tap, what: str, after: float, timeout: float = 10.0) -
     raise TimeoutError(f"no {what} seen by the tap")
 
 
-async def bench_intercom(tap: Tap, runs: int) -> list[tuple[float, float]]:
-    config = parse_config(
-        {
-            "sip": {
-                "server": "127.0.0.1",
-                "port": tap.port,
-                "username": "door",
-                "password": "doorpass",
-                "local_port": 0,
-            },
-            "call": {"targets": ["621"], "ring_timeout": 30},
-            "audio": {"input": "tone:1000", "output": "null"},
+def door_config(server_port: int, **sections: Any) -> Config:
+    """The door of every benchmark: user ``door`` at the PBX (or tap) on ``server_port``."""
+    data: dict[str, Any] = {
+        "sip": {
+            "server": "127.0.0.1",
+            "port": server_port,
+            "username": "door",
+            "password": "doorpass",
+            "local_port": 0,
         },
-        base_dir=ROOT,
-        env={},
-    )
+        "call": {"targets": ["621"], "ring_timeout": 30},
+        "audio": {"input": "tone:1000", "output": "null"},
+    }
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value}
+    return parse_config(data, base_dir=ROOT, env={})
+
+
+async def bench_intercom(tap: Tap, runs: int) -> list[tuple[float, float]]:
+    config = door_config(tap.port)
     phone = Phone(config, PhoneOptions(local_host="127.0.0.1", any_rtp_port=True))
     await phone.start()
     out = []

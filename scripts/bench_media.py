@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from intercom.config import parse_config
+from bench import door_config  # type: ignore[import-not-found]
+
 from intercom.phone import Phone, PhoneOptions
 from intercom.sip.events import CallAnswered, CallEnded
 from tests.integration.audio_check import read_wav, tone_snr
@@ -64,20 +65,10 @@ async def one_call(pbx: Kamailio, work: Path, codec: str, seconds: float) -> dic
         player=PLAYER,
     )
     await asyncio.to_thread(handset.start)
-    config = parse_config(
-        {
-            "sip": {
-                "server": pbx.host,
-                "port": pbx.port,
-                "username": "door",
-                "password": "doorpass",
-                "local_port": 0,
-            },
-            "call": {"targets": ["621"], "max_duration": 3600},
-            "audio": {"codecs": [codec], "input": "tone:1000:-30", "output": "null"},
-        },
-        base_dir=ROOT,
-        env={},
+    config = door_config(
+        pbx.port,
+        call={"max_duration": 3600},
+        audio={"codecs": [codec], "input": "tone:1000:-30"},
     )
     phone = Phone(config, PhoneOptions(local_host="127.0.0.1", any_rtp_port=True))
     try:

@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import Tap, _wait_mark  # type: ignore[import-not-found]
+from bench import Tap, _stats, _wait_mark, door_config  # type: ignore[import-not-found]
 
 from intercom.app import Intercom
-from intercom.config import parse_config
 from intercom.phone import PhoneOptions
 from tests.peers.baresip import Baresip
 from tests.peers.kamailio import Kamailio
@@ -30,31 +29,11 @@ from tests.peers.mqtt_client import MqttProbe
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    ms = [v * 1000 for v in values]
-    return {
-        "median": round(statistics.median(ms), 2),
-        "min": round(min(ms), 2),
-        "max": round(max(ms), 2),
-    }
-
-
 async def _ours(tap: Tap, broker: Mosquitto, probe: MqttProbe, runs: int) -> list[float]:
-    config = parse_config(
-        {
-            "sip": {
-                "server": "127.0.0.1",
-                "port": tap.port,
-                "username": "door",
-                "password": "doorpass",
-                "local_port": 0,
-            },
-            "call": {"targets": ["621"]},
-            "audio": {"input": "silence", "output": "null"},
-            "mqtt": {"host": broker.host, "port": broker.port, "discovery": "off"},
-        },
-        base_dir=ROOT,
-        env={},
+    config = door_config(
+        tap.port,
+        audio={"input": "silence"},
+        mqtt={"host": broker.host, "port": broker.port, "discovery": "off"},
     )
     app = Intercom(config, phone_options=PhoneOptions(local_host="127.0.0.1", any_rtp_port=True))
     await app.start()
