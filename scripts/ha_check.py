@@ -1,24 +1,32 @@
 """Try the door's MQTT discovery against a real Home Assistant, on loopback, and report.
 
-What it does, in about a minute once the Home Assistant virtualenv exists:
+What it does, in about half a minute once the Home Assistant virtualenv exists:
 
 1. Makes (once, cached under ``--venv``) a Python 3.13 virtualenv with Home Assistant 2025.4.4,
    paho-mqtt 2.1.0 and the frontend package (without them Home Assistant starts in recovery mode).
 2. Starts Mosquitto on a free loopback port (``tests/peers/mosquitto.py``) and Home Assistant with
    a generated config dir: a minimal ``configuration.yaml`` (``http`` on 127.0.0.1 and a free port,
-   ``api``), an MQTT config entry pointing at the broker (discovery prefix ``homeassistant``) and a
-   long-lived access token for the REST API, all written under ``.storage`` before it starts.
+   ``api``, nothing that goes online), an MQTT config entry pointing at the broker (discovery
+   prefix ``homeassistant``) and a long-lived access token for the REST API, all written under
+   ``.storage`` before it starts.
 3. Runs the daemon's own MQTT pieces in-process: one ``intercom.mqtt.bridge.MqttBridge`` per door,
-   publishing ``discovery_messages(DiscoveryInfo(...), mode)`` for four doors (``entity`` and
-   ``device`` form, each with the door-open button on and off), plus the retained states the daemon
-   publishes (``call/state``, ``sip/registered``, ``call/last`` as ``intercom/app.py`` builds it).
-4. Through the REST API: waits for every entity, checks their states, publishes a ``ring`` and an
-   ``answered`` doorbell event and checks that the event entity saw them, then presses every
-   button (``button.press``) and checks that the door's bridge received the command, not retained.
+   publishing ``discovery_messages(DiscoveryInfo(...), mode)``, for four doors (``entity`` and
+   ``device`` form, each with the door-open button on and off) plus one that switches form later,
+   and the retained states the daemon publishes (``call/state``, ``sip/registered``, and
+   ``call/last`` as ``intercom/app.py`` builds it).
+4. Step 1, the doors start while Home Assistant runs. Through the REST API: every entity is there
+   (and no other), the states are right and available, a ``ring`` and an ``answered`` doorbell
+   event arrive with their attributes, then every call state, last-call result and event type is
+   published once (Home Assistant only logs the ones it refuses), then every button is pressed
+   (``POST /api/services/button/press``) and must reach its door, not retained.
+   Step 2, Home Assistant restarts (retained configs, its birth message, the doors' answer):
+   entities and states again. Step 3, one door restarts in the ``device`` form instead of the
+   ``entity`` form: same entities, same entity ids, buttons still work.
 5. Stops Home Assistant with SIGTERM (which flushes its registries) and checks
    ``.storage/core.entity_registry`` (every unique id, platform ``mqtt``, the right domain, the
-   door-open button only where enabled) and ``core.device_registry``, and that
-   ``home-assistant.log`` has no WARNING or ERROR line from ``homeassistant.components.mqtt``.
+   door-open button only where enabled, on the door's device) and ``core.device_registry``, and
+   that no ``home-assistant.<start>.log`` has a WARNING or ERROR from
+   ``homeassistant.components.mqtt`` or naming our topics (those are printed).
 
 Exit status 0 when every check passes, 1 otherwise (each failure is printed). Run it with
 ``scripts/ha-check``; ``--keep`` keeps the work dir (configs, logs) for a look afterwards.
@@ -56,8 +64,11 @@ sys.path.insert(0, str(ROOT))
 
 from intercom import __version__  # noqa: E402
 from intercom.config import MqttConfig  # noqa: E402
+from intercom.controller import CALL_STATES  # noqa: E402
 from intercom.mqtt.bridge import MqttBridge  # noqa: E402
 from intercom.mqtt.discovery import (  # noqa: E402
+    EVENT_TYPES,
+    LAST_RESULTS,
     DiscoveryInfo,
     Mode,
     discovery_messages,
@@ -75,6 +86,7 @@ REQUIREMENTS = (
 )
 DEFAULT_VENV = Path("~/.cache/pi-intercom/ha-venv").expanduser()
 PREFIX = "homeassistant"
+SWITCHED = "hacheck_switch"  # the door whose discovery form changes during the check
 LOOPBACK = "127.0.0.1"
 
 #: (domain, object_id) of every entity a door offers; open_door only with door opening enabled.
@@ -344,12 +356,14 @@ class Door:
         return f"{self.device_id} ({self.mode} form, {door})"
 
 
-#: Answered call as intercom/app.py reports it on call/last when it ends.
-def last_call_payload() -> str:
+def last_call_payload(result: str = "answered") -> str:
+    """``call/last`` as intercom/app.py publishes it when a call with ``result`` ends."""
+    answered = result == "answered"
+    reason = "remote_hangup" if answered else result
     return json.dumps(
         {
-            "result": last_call_result("remote_hangup", answered=True),
-            "reason": "remote_hangup",
+            "result": last_call_result(reason, answered=answered),
+            "reason": reason,
             "code": None,
             "target": "**9",
             "answered_by": "**9",
@@ -360,8 +374,8 @@ def last_call_payload() -> str:
     )
 
 
-def make_door(broker_port: int, mode: Mode, door_open: bool) -> Door:
-    device_id = f"hacheck_{mode}_{'door' if door_open else 'nodoor'}"
+def make_door(broker_port: int, mode: Mode, door_open: bool, device_id: str = "") -> Door:
+    device_id = device_id or f"hacheck_{mode}_{'door' if door_open else 'nodoor'}"
     topics = Topics(default_base(device_id))
     mqtt = MqttConfig(host=LOOPBACK, port=broker_port, discovery_prefix=PREFIX, discovery=mode)
     extras: dict[str, Any] = {}
@@ -403,7 +417,6 @@ def make_door(broker_port: int, mode: Mode, door_open: bool) -> Door:
 @dataclass
 class Run:
     failures: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
     def fail(self, text: str) -> None:
         self.failures.append(text)
@@ -427,20 +440,28 @@ async def wait_for(probe: Any, timeout: float, interval: float = 0.3) -> tuple[b
         await asyncio.sleep(interval)
 
 
-async def wait_entities(run: Run, api: Api, doors: list[Door], timeout: float, when: str) -> bool:
-    """Every expected entity shows up in the REST API's states, and no unexpected one."""
+async def wait_entities(
+    run: Run, api: Api, doors: list[Door], timeout: float, when: str
+) -> list[Door]:
+    """Wait for every expected entity in the REST API's states; fail on unexpected ones.
+
+    Returns the doors whose entities are all there, for the checks that follow.
+    """
     wanted = {door.friendly(o) for door in doors for _, o in door.expected}
 
-    async def all_there() -> dict[str, dict[str, Any]] | None:
-        states = await api.states()
-        return states if wanted <= set(states) else None
+    async def all_there() -> bool:
+        return wanted <= set(await api.states())
 
     started = time.monotonic()
-    found, states = await wait_for(all_there, timeout)
-    if not found:
-        missing = sorted(wanted - set(states or {}))
-        run.fail(f"{when}: entities never appeared in Home Assistant: {', '.join(missing)}")
-        return False
+    await wait_for(all_there, timeout)
+    states = await api.states()
+    complete = []
+    for door in doors:
+        missing = [door.friendly(o) for _, o in door.expected if door.friendly(o) not in states]
+        if missing:
+            run.fail(f"{when}: {door.label()}: never appeared: {', '.join(missing)}")
+        else:
+            complete.append(door)
     ours = {
         name: state["entity_id"]
         for name, state in states.items()
@@ -448,11 +469,12 @@ async def wait_entities(run: Run, api: Api, doors: list[Door], timeout: float, w
     }
     for name in sorted(set(ours) - wanted):
         run.fail(f"{when}: unexpected entity {ours[name]} ({name!r})")
-    duplicates = sorted(e for e in ours.values() if re.search(r"_\d+$", e))
-    for entity_id in duplicates:
+    for entity_id in sorted(e for e in ours.values() if re.search(r"_\d+$", e)):
         run.fail(f"{when}: {entity_id} looks like a duplicate entity (numbered entity id)")
-    run.ok(f"{when}: all {len(wanted)} entities are there ({time.monotonic() - started:.1f} s)")
-    return True
+    if len(complete) == len(doors):
+        elapsed = time.monotonic() - started
+        run.ok(f"{when}: all {len(wanted)} entities of {len(doors)} doors ({elapsed:.1f} s)")
+    return complete
 
 
 async def check_states(run: Run, api: Api, doors: list[Door], when: str) -> None:
@@ -517,6 +539,40 @@ async def check_events(run: Run, api: Api, doors: list[Door]) -> None:
                 run.fail(f"{door.label()}: the {event_type} event lost its attributes: {attrs}")
         if got:
             run.ok(f"every Doorbell event entity shows the {event_type!r} event and its attributes")
+
+
+async def sweep(run: Run, api: Api, doors: list[Door]) -> None:
+    """Every call state, every last-call result and every event type once, then back to idle.
+
+    Home Assistant refuses an enum state outside ``options`` and an event type outside
+    ``event_types`` only in its log, which :func:`check_log` reads.
+    """
+    for door in doors:
+        topics = door.info.topics
+        for state in CALL_STATES:
+            door.bridge.set_state(topics.call_state, state)
+        for result in LAST_RESULTS:
+            door.bridge.set_state(topics.call_last, last_call_payload(result))
+        for event_type in EVENT_TYPES:
+            door.bridge.event(event_type, reason="ha-check")
+        door.bridge.set_state(topics.call_state, "idle")
+        door.bridge.set_state(topics.call_last, last_call_payload())
+
+    async def done() -> bool:
+        states = await api.states()
+        return all(
+            states.get(d.friendly("doorbell"), {}).get("attributes", {}).get("event_type")
+            == EVENT_TYPES[-1]
+            for d in doors
+        )
+
+    if (await wait_for(done, 10))[0]:
+        run.ok(
+            f"published {len(CALL_STATES)} call states, {len(LAST_RESULTS)} last-call results "
+            f"and {len(EVENT_TYPES)} event types to every door (see the log check)"
+        )
+    else:
+        run.fail(f"the last swept event ({EVENT_TYPES[-1]}) never showed in Home Assistant")
 
 
 async def check_buttons(run: Run, api: Api, doors: list[Door]) -> None:
@@ -610,40 +666,47 @@ def check_registries(run: Run, config_dir: Path, doors: list[Door]) -> None:
         run.ok(f"entity registry: {count} entities, unique ids, domains and devices as expected")
 
 
+def _ours(logger: str, text: str) -> bool:
+    """A log record about our payloads: from the MQTT integration, or naming our topics/ids."""
+    return logger.startswith("homeassistant.components.mqtt") or "intercom" in text
+
+
 def check_log(run: Run, config_dir: Path) -> None:
-    """No WARNING or ERROR from homeassistant.components.mqtt; other ones are only shown."""
-    log = config_dir / "home-assistant.log"
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError as exc:
-        run.fail(f"could not read {log}: {exc}")
+    """No WARNING or ERROR from homeassistant.components.mqtt, nor any naming our topics or ids
+    (an enum state out of its options is logged elsewhere); other ones are only shown."""
+    logs = sorted(config_dir.glob("home-assistant.*.log"))  # one per start, see Hass.start
+    if not logs:
+        run.fail(f"no home-assistant.*.log in {config_dir}")
         return
-    bad: list[str] = []
-    other: list[str] = []
-    current: list[str] | None = None
-    for line in lines:
-        match = LOG_LINE.match(line)
-        if match is None:
-            if current is not None and line.strip():  # a traceback or a continued message
-                current.append("      " + line)
-            continue
-        current = None
-        if match["level"] not in ("WARNING", "ERROR", "CRITICAL"):
-            continue
-        target = bad if match["logger"].startswith("homeassistant.components.mqtt") else other
-        target.append(f"    {line}")
-        current = target
-    for line in bad:
-        say(line)
+    records: list[tuple[str, list[str]]] = []  # (logger, lines) of WARNING and worse
+    for log in logs:
+        current: list[str] | None = None
+        for line in log.read_text(errors="replace").splitlines():
+            match = LOG_LINE.match(line)
+            if match is None:
+                if current is not None and line.strip():  # a traceback or a continued message
+                    current.append(line)
+                continue
+            current = None
+            if match["level"] in ("WARNING", "ERROR", "CRITICAL"):
+                current = [f"{log.name}: {line}"]
+                records.append((match["logger"], current))
+    bad = [lines for logger, lines in records if _ours(logger, "\n".join(lines))]
+    other = [lines for logger, lines in records if not _ours(logger, "\n".join(lines))]
+    for lines in bad:
+        say("    " + lines[0])
+        for line in lines[1:40]:
+            say("        " + line)
     if bad:
-        count = sum(1 for line in bad if LOG_LINE.match(line.strip()))
-        run.fail(f"Home Assistant logged {count} WARNING/ERROR line(s) from its MQTT integration")
+        run.fail(f"Home Assistant logged {len(bad)} WARNING/ERROR record(s) about our MQTT")
     else:
-        run.ok("no WARNING or ERROR from homeassistant.components.mqtt in home-assistant.log")
+        names = ", ".join(log.name for log in logs)
+        run.ok("no WARNING or ERROR from homeassistant.components.mqtt (or naming intercom) in")
+        say(f"    {names}")
     if other:
         say("warnings and errors from other parts of Home Assistant (not counted):")
-        for line in other[:40]:
-            say(line)
+        for lines in other[:40]:
+            say("    " + lines[0])
 
 
 class Hass:
@@ -664,8 +727,14 @@ class Hass:
         started = time.monotonic()
         out = (self.config_dir / "hass.stdout").open("ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+        # A log file per start: Home Assistant would rotate a shared one, keeping one old copy.
+        log = self.config_dir / f"home-assistant.{self.starts}.log"
         self.proc = subprocess.Popen(
-            [str(self.hass), "-c", str(self.config_dir), "--skip-pip", "--log-no-color"],
+            [
+                str(self.hass),
+                *("-c", str(self.config_dir), "--skip-pip", "--log-no-color"),
+                *("--log-file", str(log)),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -738,16 +807,20 @@ async def run_check(args: argparse.Namespace, workdir: Path, run: Run) -> None:
         for mode in ("entity", "device")
         for door_open in (True, False)
     ]
+    # A fifth door that starts in the entity form and is switched to the device form in step 3.
+    doors.append(make_door(broker.port, "entity", True, SWITCHED))
     try:
         # 1. Home Assistant runs, then the doors start: their removals and configs arrive live.
         await hass.start(args.timeout)
         for door in doors:
             door.bridge.start()
         when = "doors started after Home Assistant"
-        if await wait_entities(run, hass.api, doors, args.timeout, when):
-            await check_states(run, hass.api, doors, when)
-            await check_events(run, hass.api, doors)
-            await check_buttons(run, hass.api, doors)
+        complete = await wait_entities(run, hass.api, doors, args.discovery_timeout, when)
+        if complete:
+            await check_states(run, hass.api, complete, when)
+            await check_events(run, hass.api, complete)
+            await sweep(run, hass.api, complete)
+            await check_buttons(run, hass.api, complete)
         # 2. Home Assistant restarts: it reads the retained configs and states, and the doors
         #    answer its birth message with everything again (removals included).
         await asyncio.sleep(args.settle)
@@ -755,8 +828,29 @@ async def run_check(args: argparse.Namespace, workdir: Path, run: Run) -> None:
         await hass.start(args.timeout)
         await asyncio.sleep(max(d.bridge.rediscovery_delay[1] for d in doors) + args.settle)
         when = "after a Home Assistant restart"
-        if await wait_entities(run, hass.api, doors, args.timeout, when):
-            await check_states(run, hass.api, doors, when)
+        complete = await wait_entities(run, hass.api, doors, args.discovery_timeout, when)
+        if complete:
+            await check_states(run, hass.api, complete, when)
+        # 3. One door restarts with `discovery: device` instead of `entity`: its removals of the
+        #    entity configs come first, then the device config reuses the same unique ids.
+        old = doors[-1]
+        states = await hass.api.states()
+        before = {o: states.get(old.friendly(o), {}).get("entity_id") for _, o in old.expected}
+        await old.bridge.stop()
+        new = doors[-1] = make_door(broker.port, "device", True, SWITCHED)
+        new.bridge.start()
+        await asyncio.sleep(args.settle)
+        when = f"after switching {SWITCHED} from the entity to the device form"
+        if await wait_entities(run, hass.api, [new], args.discovery_timeout, when):
+            await check_states(run, hass.api, [new], when)
+            await check_buttons(run, hass.api, [new])
+            states = await hass.api.states()
+            after = {o: states.get(new.friendly(o), {}).get("entity_id") for _, o in new.expected}
+            if after != before:
+                run.fail(f"{when}: entity ids changed from {before} to {after}")
+            else:
+                run.ok(f"{when}: same entity ids as before")
+        await asyncio.sleep(args.settle)
     finally:
         for door in doors:
             with contextlib.suppress(Exception):
@@ -778,7 +872,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workdir", type=Path, help="work dir (default: a new temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir afterwards")
-    parser.add_argument("--timeout", type=float, default=60.0, help="start-up and discovery wait")
+    parser.add_argument("--timeout", type=float, default=60.0, help="Home Assistant's start-up")
+    parser.add_argument(
+        "--discovery-timeout", type=float, default=15.0, help="wait for the entities"
+    )
     parser.add_argument("--settle", type=float, default=3.0, help="wait before stopping HA")
     args = parser.parse_args(argv)
     args.venv = args.venv.expanduser()
