@@ -52,12 +52,17 @@ from intercom.errors import ConfigError
 
 __all__ = [
     "DEFAULT_TARGETS",
+    "MAX_PULSE",
     "PASSWORD_ENV",
     "REDACTED",
     "AudioConfig",
     "CallConfig",
+    "ChimeConfig",
     "Config",
+    "DoorConfig",
+    "DoorbellConfig",
     "IncomingConfig",
+    "LedConfig",
     "LogConfig",
     "MediaConfig",
     "MqttConfig",
@@ -460,6 +465,111 @@ class MqttConfig(BaseModel):
         return self._password_source
 
 
+# --------------------------------------------------------------------------------------------
+# GPIO devices. Key names follow gpiozero's (``pull_up``, ``bounce_time``, ``active_high``) so
+# that its documentation applies word for word. Pins are BCM numbers, as gpiozero takes them.
+
+_PIN: JsonDict = {"unit": "(BCM numbering)"}
+MAX_PULSE = 10
+"""Seconds. Longer than any door needs, shorter than it takes a strike's or chime's coil to
+overheat. The config refuses more, and :mod:`intercom.devices` caps every pulse at it too."""
+
+
+def _reject_bool_number(value: object) -> object:
+    """Refuse ``pulse: yes``: pydantic would read it as 1.0 second without a word."""
+    if isinstance(value, bool):
+        raise PydanticKnownError("float_type")
+    return value
+
+
+_Seconds = Annotated[float, BeforeValidator(_reject_bool_number)]
+_DTMF_KEYS = "0123456789*ABCD"
+
+
+def _check_dtmf_code(value: SecretStr) -> SecretStr:
+    """1 to 8 keys, upper-cased so ``a`` matches the ``A`` a phone sends. ``#`` is refused
+    because DoorRules reads it as "end of code"; a code containing it could never match."""
+    code = value.get_secret_value().upper()
+    if "#" in code:
+        raise _fail("must not contain '#'", "'#' ends a code early, so it cannot be part of one")
+    if len(code) > 8 or any(ch not in _DTMF_KEYS for ch in code):
+        raise _fail(
+            "must be 1 to 8 of the keys 0-9, *, A, B, C and D",
+            'or "" for no opening by DTMF',
+        )
+    return SecretStr(code)
+
+
+_DtmfCode = Annotated[SecretStr, BeforeValidator(_number_to_text), AfterValidator(_check_dtmf_code)]
+
+
+class DoorbellConfig(BaseModel):
+    """The bell button. ``bounce_time`` is gpiozero's debounce; ``min_press`` drops spikes that
+    long wires pick up; ``cooldown`` stops one impatient visitor from placing ten calls."""
+
+    model_config = _MODEL_CONFIG
+
+    pin: _Int = Field(default=17, ge=2, le=27, json_schema_extra=_PIN)
+    pull_up: bool = True
+    bounce_time: _Seconds = Field(default=0.05, ge=0, le=1, json_schema_extra=_SECONDS)
+    min_press: _Seconds = Field(default=0.1, ge=0, le=5, json_schema_extra=_SECONDS)
+    cooldown: _Seconds = Field(default=10.0, ge=0, le=600, json_schema_extra=_SECONDS)
+    while_calling: Annotated[Literal["ignore", "hangup_and_ring"], BeforeValidator(_lower)] = (
+        "ignore"
+    )
+
+
+class ChimeConfig(BaseModel):
+    """A bell or buzzer switched by a relay; pulsed on every ring, whatever the network does."""
+
+    model_config = _MODEL_CONFIG
+
+    pin: _Int = Field(default=27, ge=2, le=27, json_schema_extra=_PIN)
+    pulse: _Seconds = Field(default=1.0, ge=0.05, le=MAX_PULSE, json_schema_extra=_SECONDS)
+
+
+class LedConfig(BaseModel):
+    """The light in the button: blinks while ringing, on during a call."""
+
+    model_config = _MODEL_CONFIG
+
+    pin: _Int = Field(default=22, ge=2, le=27, json_schema_extra=_PIN)
+
+
+class DoorConfig(BaseModel):
+    """The door strike relay, and who may pulse it.
+
+    With an empty ``dtmf_code`` and ``mqtt_open`` false nothing opens the door, even with the
+    section present: opening is a decision the owner makes key by key. The code is held as a
+    :class:`pydantic.SecretStr` so that no ``repr``, dump or error line shows it; read it with
+    :meth:`secret`.
+    """
+
+    model_config = _MODEL_CONFIG
+
+    pin: _Int = Field(default=23, ge=2, le=27, json_schema_extra=_PIN)
+    active_high: bool = True
+    pulse: _Seconds = Field(default=3.0, ge=0.1, le=MAX_PULSE, json_schema_extra=_SECONDS)
+    dtmf_code: _DtmfCode = SecretStr("")
+    digit_timeout: _Seconds = Field(default=5.0, ge=1, le=60, json_schema_extra=_SECONDS)
+    max_attempts: _Int = Field(default=3, ge=1, le=20)
+    lockout: _Seconds = Field(default=300.0, ge=1, le=86400, json_schema_extra=_SECONDS)
+    hangup_after_open: _Seconds | None = Field(
+        default=None, ge=0, le=300, json_schema_extra=_SECONDS
+    )
+    mqtt_open: bool = False
+
+    def secret(self) -> str:
+        """The DTMF code in clear text ("" for none), for DoorRules only; like
+        :meth:`SipConfig.secret`, one greppable way in."""
+        return self.dtmf_code.get_secret_value()
+
+    @property
+    def can_open(self) -> bool:
+        """Whether anything at all may open the door."""
+        return bool(self.secret()) or self.mqtt_open
+
+
 class LogConfig(BaseModel):
     """Logging. ``sip_trace`` is opt-in because traces are long and name the callers."""
 
@@ -486,6 +596,10 @@ class Config(BaseModel):
     audio: AudioConfig = AudioConfig()
     media: MediaConfig = MediaConfig()
     mqtt: MqttConfig | None = None
+    doorbell: DoorbellConfig | None = None
+    chime: ChimeConfig | None = None
+    led: LedConfig | None = None
+    door: DoorConfig | None = None
     log: LogConfig = LogConfig()
 
     def redacted_dict(self) -> dict[str, Any]:
@@ -498,6 +612,8 @@ class Config(BaseModel):
         data["sip"]["password"] = None if self.sip.password is None else REDACTED
         if self.mqtt is not None:
             data["mqtt"]["password"] = None if self.mqtt.password is None else REDACTED
+        if self.door is not None:
+            data["door"]["dtmf_code"] = REDACTED if self.door.secret() else ""
         return data
 
     @property
@@ -553,6 +669,9 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int | str:
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 _PASSWORD_LINE = re.compile(r"\s*(?:-\s*)?[\"']?password[\"']?\s*:")
+# The door code, also in flow style (``door: {dtmf_code: *12}``): a code starting with '*' is a
+# YAML alias, and PyYAML's message would quote it.
+_CODE_LINE = re.compile(r"(?:^|[\s{,])[\"']?dtmf_code[\"']?\s*:")
 
 
 def _yaml_error(source: str, text: str, exc: yaml.YAMLError) -> str:
@@ -569,16 +688,20 @@ def _yaml_error(source: str, text: str, exc: yaml.YAMLError) -> str:
     lines = text.splitlines()
     line_text = lines[mark.line] if mark.line < len(lines) else ""
     hint = ""
+    secret_line = bool(_PASSWORD_LINE.match(line_text) or _CODE_LINE.search(line_text))
     if _PASSWORD_LINE.match(line_text):
         problem = "cannot parse the password line"
         hint = "; put the password in quotes"
+    elif secret_line:
+        problem = "cannot parse the dtmf_code line"
+        hint = '; put the code in quotes, e.g. dtmf_code: "*1234"'
     elif "'*'" in problem or "alias" in problem or "'&'" in problem or "anchor" in problem:
         hint = '; quote values that start with * or &, e.g. "**9"'
     elif "'\\t'" in problem:
         hint = "; indent with spaces, not tabs"
     context = getattr(exc, "context", None)
     context_mark = getattr(exc, "context_mark", None)
-    if context and context_mark is not None and not _PASSWORD_LINE.match(line_text):
+    if context and context_mark is not None and not secret_line:
         problem = f"{problem} ({context} at line {context_mark.line + 1})"
     return f"{source}:{mark.line + 1}:{mark.column + 1}: {problem}{hint}"
 
@@ -684,6 +807,7 @@ def _build(data: object, *, base_dir: Path, env: Mapping[str, str] | None, sourc
                 tls[key] = str(base_dir / Path(tls[key]).expanduser())
                 mqtt["tls"] = tls
         data["mqtt"] = mqtt
+    problems.extend(_pin_clashes(data))
     config: Config | None = None
     try:
         config = Config.model_validate(data)
@@ -768,6 +892,45 @@ def _resolve_password(
     return None, []
 
 
+def _pin_clashes(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Two devices on one GPIO: gpiozero would refuse the second at start-up with a
+    traceback, or worse, a relay would click with every press of the button. Checked on the raw
+    data (defaults filled in) so that it is reported together with every other problem; a pin
+    pydantic will refuse anyway (out of range, not a number) is left to pydantic."""
+    sections: dict[str, type[BaseModel]] = {
+        "doorbell": DoorbellConfig,
+        "chime": ChimeConfig,
+        "led": LedConfig,
+        "door": DoorConfig,
+    }
+    used: dict[int, str] = {}
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for section, model in sections.items():
+        raw = data.get(section)
+        if not isinstance(raw, Mapping):
+            continue  # absent or null: no device; anything else is pydantic's to report
+        given = raw.get("pin", model.model_fields["pin"].default)
+        if isinstance(given, bool) or not isinstance(given, int | str):
+            continue
+        try:
+            pin = int(given)
+        except ValueError:
+            continue
+        if not 2 <= pin <= 27:
+            continue
+        if pin in used:
+            problems.append(
+                (
+                    (section, "pin"),
+                    f"{section}.pin: GPIO {pin} is already used by {used[pin]}; "
+                    f"got {given!r}; give each device its own pin",
+                )
+            )
+        else:
+            used[pin] = f"{section}.pin"
+    return problems
+
+
 def _is_true(value: object) -> bool:
     """``register`` as pydantic will read it; an invalid value counts as false here because
     pydantic reports it anyway, and one error for one mistake is enough."""
@@ -785,7 +948,7 @@ def _os_reason(exc: OSError) -> str:
 # --------------------------------------------------------------------------------------------
 # Turning pydantic's errors into one friendly line each.
 
-_SECRET_LOCS = {("sip", "password"), ("mqtt", "password")}
+_SECRET_LOCS = {("sip", "password"), ("mqtt", "password"), ("door", "dtmf_code")}
 _INT_ERRORS = {
     "int_type",
     "int_parsing",
@@ -795,6 +958,8 @@ _INT_ERRORS = {
     "less_than_equal",
     "greater_than",
     "less_than",
+    "float_type",
+    "float_parsing",
 }
 _SIMPLE_PROBLEMS = {
     "bool_type": "must be true or false",
@@ -857,7 +1022,8 @@ def _int_problem(kind: str, info: FieldInfo | None) -> str:
             high = getattr(meta, "le", high)
         if isinstance(info.json_schema_extra, dict):
             unit = str(info.json_schema_extra.get("unit", ""))
-    whole = "" if kind in ("greater_than_equal", "less_than_equal") else "a whole number "
+    whole = "a number " if kind.startswith("float") else "a whole number "
+    whole = "" if kind in ("greater_than_equal", "less_than_equal") else whole
     if low is None or high is None:
         return f"must be {whole}".rstrip()
     unit = f" {unit}" if unit else ""
@@ -916,8 +1082,13 @@ def _required_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 def _submodel(info: FieldInfo) -> type[BaseModel] | None:
-    ann = info.annotation
-    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    """The section model of a field, also of an optional one (``mqtt: MqttConfig | None``), so
+    that errors inside optional sections get ranges and key lists like the others."""
+    candidates = get_args(info.annotation) or (info.annotation,)
+    for ann in candidates:
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            return ann
+    return None
 
 
 def _field_at(loc: tuple[str | int, ...]) -> FieldInfo | None:

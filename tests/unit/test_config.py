@@ -17,8 +17,12 @@ from intercom import __version__
 from intercom.config import (
     PASSWORD_ENV,
     CallConfig,
+    ChimeConfig,
     Config,
+    DoorbellConfig,
+    DoorConfig,
     IncomingConfig,
+    LedConfig,
     LogConfig,
     SipConfig,
     describe,
@@ -77,6 +81,7 @@ def test_example_config_loads_with_the_documented_defaults() -> None:
     assert config.call == defaults.call
     assert config.incoming == defaults.incoming
     assert config.log == defaults.log
+    assert config.doorbell == DoorbellConfig()
     for key in ("port", "transport", "local_port", "register", "expires", "domain"):
         assert getattr(config.sip, key) == getattr(defaults.sip, key), key
 
@@ -85,10 +90,13 @@ def test_example_config_documents_every_key() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
     models: dict[str, type[pydantic.BaseModel]] = {"": Config, "sip": SipConfig}
     models |= {"call": CallConfig, "incoming": IncomingConfig, "log": LogConfig}
+    models |= {"doorbell": DoorbellConfig, "chime": ChimeConfig, "led": LedConfig}
+    models |= {"door": DoorConfig}
     for section, model in models.items():
         indent = "  " if section else ""
         for key in model.model_fields:
-            pattern = rf"^(# )?{indent}# ?{key}:|^{indent}{key}:"
+            # Keys of a commented-out section are documented as "#   key:".
+            pattern = rf"^(# )?{indent}# ?{key}:|^(# )?{indent}{key}:"
             assert re.search(pattern, text, re.MULTILINE), f"{section}.{key} is not in the example"
 
 
@@ -327,7 +335,7 @@ def test_booleans_are_not_numbers() -> None:
 def test_unknown_top_level_key_with_suggestion() -> None:
     assert errors_of(minimal() | {"incomming": {}}) == [
         "incomming: unknown key; allowed keys here: device_id, sip, call, incoming, audio, "
-        "media, mqtt, log; did you mean 'incoming'?"
+        "media, mqtt, doorbell, chime, led, door, log; did you mean 'incoming'?"
     ]
 
 
@@ -402,7 +410,8 @@ def test_empty_and_non_mapping_data() -> None:
     ]
     assert errors_of(["sip"]) == [
         "configuration: the top level must be a mapping of keys; got a list; "
-        "allowed keys: device_id, sip, call, incoming, audio, media, mqtt, log"
+        "allowed keys: device_id, sip, call, incoming, audio, media, mqtt, doorbell, chime, led, "
+        "door, log"
     ]
 
 
@@ -594,7 +603,8 @@ def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
         load_config(path, env={})
     assert info.value.errors == [
         f"{path}: the top level must be a mapping of keys; got a single value of type str; "
-        "allowed keys: device_id, sip, call, incoming, audio, media, mqtt, log"
+        "allowed keys: device_id, sip, call, incoming, audio, media, mqtt, doorbell, chime, led, "
+        "door, log"
     ]
 
 
