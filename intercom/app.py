@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 from intercom import __version__
 from intercom.config import Config
 from intercom.controller import CallStateMachine, describe
+from intercom.door import DoorAction, DoorRules, LockedOut, OpenDoor, Refused, ScheduleHangup
+from intercom.doorbell import Decision, PressFilter
 from intercom.mqtt.discovery import last_call_result
 from intercom.phone import Phone, PhoneOptions
 from intercom.sip.events import (
@@ -49,6 +52,9 @@ class _CallInfo:
     started: float
     answered_at: float | None = None
     answered_by: str | None = None
+    #: May DTMF in this call open the door: a call to the configured targets, or from a caller in
+    #: incoming.allow (the only ones answered). Not a call to targets given over MQTT.
+    allowed: bool = True
 
 
 class Intercom:
@@ -59,6 +65,7 @@ class Intercom:
         trace: bool = False,
         mqtt_debug: bool = False,
         phone_options: PhoneOptions | None = None,
+        pin_factory: Any = None,
     ) -> None:
         self.config = config
         self.phone = Phone(config, phone_options or PhoneOptions(trace=trace))
@@ -67,22 +74,117 @@ class Intercom:
         self.bridge: Any = None
         self.mqtt_debug = mqtt_debug
         self._consumer: asyncio.Task[None] | None = None
-        #: Everything the phone reports, after the intercom has handled it (the CLI prints it).
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        #: Called with everything the phone reports, after the intercom has handled it (the CLI
+        #: prints it, the systemd status follows it).
+        self.listeners: list[Callable[[Event], None]] = []
+        self.pin_factory = pin_factory
+        self.door_rules = DoorRules.from_config(config.door)
+        self.press_filter = (
+            PressFilter(config.doorbell.min_press, config.doorbell.cooldown)
+            if config.doorbell is not None
+            else None
+        )
+        self.button: Any = None
+        self.relay: Any = None
+        self.chime: Any = None
+        self.led: Any = None
+        self._ring_after_hangup = False
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
+        self._start_devices()
         if self.config.mqtt is not None:
             self._start_mqtt()
         await self.phone.start()
         self._consumer = asyncio.create_task(self._consume())
 
     async def stop(self) -> None:
-        await self.phone.stop()
+        try:
+            await self.phone.stop()
+        finally:
+            self._close_devices()  # the relay is off whatever happened above
         if self._consumer is not None:
             self._consumer.cancel()
         if self.bridge is not None:
             await self.bridge.stop()
+
+    # ---------------------------------------------------------------- GPIO
+    def _start_devices(self) -> None:
+        cfg = self.config
+        if not any((cfg.doorbell, cfg.chime, cfg.led, cfg.door)):
+            return
+        try:
+            from intercom.devices import Chime, DoorbellButton, DoorRelay, Led
+
+            factory = self.pin_factory
+            if cfg.door is not None:
+                self.relay = DoorRelay(cfg.door, pin_factory=factory)
+            if cfg.chime is not None:
+                self.chime = Chime(cfg.chime, pin_factory=factory)
+            if cfg.led is not None:
+                self.led = Led(cfg.led, pin_factory=factory)
+            if cfg.doorbell is not None:
+                self.button = DoorbellButton(
+                    cfg.doorbell,
+                    self._pressed,
+                    self._released,
+                    pin_factory=factory,
+                    loop=asyncio.get_running_loop(),
+                )
+        except Exception as exc:
+            # No GPIO here (a PC without GPIOZERO_PIN_FACTORY=mock): the phone still works.
+            log.error("no GPIO: %s; the button, chime, LED and door opener are off", exc)
+            self._close_devices()
+
+    def _close_devices(self) -> None:
+        for name in ("relay", "button", "chime", "led"):
+            device = getattr(self, name)
+            if device is not None:
+                try:
+                    device.close()
+                except Exception:
+                    log.exception("closing the %s failed", name)
+                setattr(self, name, None)
+
+    def _pressed(self, now: float) -> None:
+        if self.press_filter is not None:
+            self.press_filter.pressed(now)
+
+    def _released(self, now: float) -> None:
+        if self.press_filter is None or self.config.doorbell is None:
+            return
+        decision = self.press_filter.released(now)
+        if decision is not Decision.RING:
+            log.info("doorbell press ignored (%s)", decision.name.lower())
+            return
+        if self.call is not None:
+            if self.config.doorbell.while_calling == "hangup_and_ring":
+                log.info("doorbell pressed during a call: hanging up to ring again")
+                self._ring_after_hangup = True
+                self.hangup()
+            else:
+                log.info("doorbell pressed during a call: ignored")
+            return
+        self.ring(source="button")
+
+    def _door_actions(self, actions: list[DoorAction]) -> None:
+        bridge = self.bridge
+        for action in actions:
+            if isinstance(action, OpenDoor):
+                seconds = self.relay.pulse() if self.relay is not None else 0.0
+                log.warning("door opened by %s (%s) for %.1f s", action.how, action.who, seconds)
+                if bridge is not None:
+                    bridge.event("door_opened", how=action.how, who=action.who)
+            elif isinstance(action, Refused):
+                log.warning("door not opened: %s (%s)", action.reason, action.who)
+                if bridge is not None:
+                    bridge.event("door_refused", reason=action.reason, who=action.who)
+            elif isinstance(action, LockedOut):
+                log.warning("door: too many wrong codes; DTMF locked out")
+                if bridge is not None:
+                    bridge.event("door_lockout", seconds=round(action.until - time.monotonic()))
+            elif isinstance(action, ScheduleHangup):
+                asyncio.get_running_loop().call_later(action.after, self.hangup)
 
     def _start_mqtt(self) -> None:
         from intercom.mqtt.bridge import MqttBridge
@@ -98,7 +200,7 @@ class Intercom:
             topics=topics,
             prefix=mqtt.discovery_prefix,
             sw_version=__version__,
-            door_open_enabled=False,
+            door_open_enabled=self.config.door is not None and self.config.door.mqtt_open,
         )
         self.bridge = MqttBridge(
             mqtt,
@@ -119,10 +221,16 @@ class Intercom:
             log.info("ring from %s ignored: a call is already up", source)
             return None
         chosen = list(targets or self.config.call.targets)
+        # The chime and the MQTT event go first: they work even when the PBX does not.
+        if self.chime is not None:
+            self.chime.ring()
         if self.bridge is not None:
             self.bridge.event("ring", source=source, targets=chosen)
         handle = self.phone.call(chosen)
-        self.call = _CallInfo(handle, chosen, time.monotonic())
+        configured = set(self.config.call.targets)
+        self.call = _CallInfo(
+            handle, chosen, time.monotonic(), allowed=all(t in configured for t in chosen)
+        )
         return handle
 
     def hangup(self) -> None:
@@ -155,7 +263,9 @@ class Intercom:
         elif topic == topics.call_hangup:
             self.hangup()
         elif topic == topics.door_open:
-            log.warning("door/open ignored: no door opener is configured")
+            self._door_actions(
+                self.door_rules.mqtt_open(time.monotonic(), in_call=self.call is not None)
+            )
 
     # ---------------------------------------------------------------- events out
     async def _consume(self) -> None:
@@ -165,7 +275,11 @@ class Intercom:
                 self._handle(event)
             except Exception:
                 log.exception("handling %r failed", event)
-            self.events.put_nowait(event)
+            for listener in list(self.listeners):
+                try:
+                    listener(event)
+                except Exception:
+                    log.exception("event listener failed on %r", event)
 
     def _handle(self, event: Event) -> None:
         state = self.machine.feed(event)
@@ -176,10 +290,25 @@ class Intercom:
         if isinstance(event, CallAnswered) and self.call is not None:
             self.call.answered_at = time.monotonic()
             self.call.answered_by = event.target
+        if isinstance(event, DtmfReceived) and self.call is not None:
+            # Only calls the door placed to its targets, or callers in incoming.allow (the SIP
+            # core refuses all others), may open it; caller ID alone never does.
+            who = self.call.answered_by or ",".join(self.call.targets)
+            self._door_actions(
+                self.door_rules.dtmf(
+                    event.digit, time.monotonic(),
+                    call_allowed=self.call.answered_at is not None and self.call.allowed,
+                    caller=who,
+                )
+            )  # fmt: skip
+        self._update_led(state)
         bridge = self.bridge
+        if isinstance(event, CallEnded):
+            self.door_rules.call_ended()
         if bridge is None:
             if isinstance(event, CallEnded):
                 self.call = None
+                self._after_call()
             return
         topics = bridge.topics
         if isinstance(event, RegistrationChanged):
@@ -192,8 +321,24 @@ class Intercom:
             bridge.event("dtmf", digit=event.digit, method=event.method)
         elif isinstance(event, CallEnded):
             self._ended(event)
+            self._after_call()
         elif isinstance(event, CallCalling):
             pass
+
+    def _update_led(self, state: str) -> None:
+        if self.led is None:
+            return
+        if state in ("calling", "ringing"):
+            self.led.blink()
+        elif state == "in_call":
+            self.led.on()
+        else:
+            self.led.off()
+
+    def _after_call(self) -> None:
+        if self._ring_after_hangup:
+            self._ring_after_hangup = False
+            self.ring(source="button")
 
     def _ended(self, event: CallEnded) -> None:
         bridge = self.bridge

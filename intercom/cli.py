@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -115,6 +113,8 @@ async def ring(
         phone_options=options or PhoneOptions(trace=config.log.sip_trace),
     )
     phone = app.phone
+    events: asyncio.Queue[Event] = asyncio.Queue()
+    app.listeners.append(events.put_nowait)
     try:
         await app.start()
     except OSError as exc:
@@ -124,7 +124,7 @@ async def ring(
     try:
         if config.sip.register:
             while True:
-                event = await app.events.get()
+                event = await events.get()
                 printer(event)
                 if isinstance(event, RegistrationChanged) and event.state == "failed":
                     log.error("registration failed: %s", event.reason)
@@ -135,7 +135,7 @@ async def ring(
         assert handle is not None
         hangup_task: asyncio.TimerHandle | None = None
         while True:
-            event = await app.events.get()
+            event = await events.get()
             if isinstance(event, RegistrationChanged):
                 printer(event)
                 continue
@@ -195,42 +195,18 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------ run
-async def run_daemon(config: Config, trace: bool, mqtt_debug: bool = False) -> int:
-    from intercom.app import Intercom
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    # After a power cut the network or the PBX's name may not be there yet: keep trying, with
-    # back-off, instead of exiting (the door must come back by itself).
-    delay = 2.0
-    while True:
-        app = Intercom(config, trace=trace, mqtt_debug=mqtt_debug)
-        try:
-            await app.start()
-            break
-        except OSError as exc:
-            log.error("cannot start SIP (%s); trying again in %.0f s", exc, delay)
-            await app.stop()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            if stop.is_set():
-                return EXIT_OK
-            delay = min(delay * 2, 60.0)
-    await stop.wait()
-    log.info("stopping")
-    await app.stop()
-    return EXIT_OK
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_ERROR
     trace = config.log.sip_trace or args.sip_trace
     _setup_logging(args.log_level or config.log.level, trace)
-    return asyncio.run(run_daemon(config, trace, args.mqtt_debug))
+    from intercom.daemon import Daemon
+
+    async def main() -> int:
+        return await Daemon(config, args.config, trace=trace, mqtt_debug=args.mqtt_debug).run()
+
+    return asyncio.run(main())
 
 
 # ------------------------------------------------------------------------------ demo

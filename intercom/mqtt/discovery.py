@@ -71,6 +71,8 @@ EVENT_TYPES = (
     "failed",  # the call could not be made: wrong credentials, PBX unreachable, codec mismatch
     "ended",
     "door_opened",
+    "door_refused",
+    "door_lockout",
     "dtmf",
 )
 

@@ -66,6 +66,9 @@ class Registration:
         self._stale_contacts: list[str] = []
         self._expires_in_flight = expires
         self._announced = False  # "registered" is told once, not at every refresh
+        #: When the PBX last answered (or a REGISTER last timed out): the watchdog's proof that
+        #: the SIP stack itself still runs, whatever the PBX said.
+        self.last_result: float | None = None
         self._generation = 0  # which REGISTER is the current one
 
     # -- state --------------------------------------------------------------------------------
@@ -155,6 +158,7 @@ class Registration:
     def _on_response(self, resp: SipResponse, now: float) -> None:
         if resp.status < 200:
             return
+        self.last_result = now
         if self.state is RegState.UNREGISTERING:
             if resp.status in (401, 407) and self.auth_failures == 0:
                 self.auth_failures += 1
@@ -270,6 +274,7 @@ class Registration:
         self._send(now, self.requested, announce=False)
 
     def _on_timeout(self, now: float) -> None:
+        self.last_result = now
         if self.state is RegState.UNREGISTERING:
             self._go(RegState.UNREGISTERED)
             self.agent.emit(RegistrationChanged("unregistered", reason="no answer to un-REGISTER"))
