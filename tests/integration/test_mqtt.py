@@ -64,6 +64,10 @@ def test_online_discovery_and_states_on_connect(
             late = await asyncio.to_thread(mqtt_probe, mosquitto)
             late.subscribe("homeassistant/#")
             late.subscribe(f"{BASE}/#")
+            # Retained messages follow the SUBACK: wait for them rather than race them.
+            await asyncio.to_thread(late.wait_for, f"{BASE}/call/state", 3)
+            await asyncio.to_thread(late.wait_for, f"{BASE}/status", 3)
+            await asyncio.sleep(0.2)
             configs = [m for m in late.messages("homeassistant/#") if m.topic.endswith("/config")]
             assert len(configs) >= 6 and all(m.retain and m.payload for m in configs)
             assert all(m.retain for m in late.messages(f"{BASE}/status"))
