@@ -227,3 +227,46 @@ def test_sighup_refuses_a_bad_config_and_takes_a_good_one(
         _out, err = proc.communicate(timeout=5)
     assert "sip.expires" in err and "keeping the running configuration" in err
     assert "reloading" in err
+
+
+@pytest.mark.parametrize("while_calling", ["ignore", "hangup_and_ring"])
+def test_a_press_during_a_call(
+    kamailio: Kamailio, handset: HandsetFactory, while_calling: str
+) -> None:
+    phone = handset("621", answer="manual")
+    factory = MockFactory()
+    config = door_config(
+        kamailio,
+        doorbell={"pin": 17, "min_press": 0.01, "cooldown": 0, "while_calling": while_calling},
+    )
+
+    async def press(pin: Any) -> None:
+        pin.drive_low()
+        await asyncio.sleep(0.05)
+        pin.drive_high()
+
+    async def scenario() -> None:
+        app = _app(config, factory)
+        await app.start()
+        try:
+            await _until(lambda: app.phone.registered, 5, "registration")
+            pin = factory.pin(17)
+            await press(pin)
+            await asyncio.to_thread(phone.wait_event, "CALL_INCOMING", 5)
+            first = app.call
+            assert first is not None
+            await press(pin)  # the handset is still ringing
+            await asyncio.sleep(1.5)
+            incoming = phone.find_events("CALL_INCOMING")
+            if while_calling == "ignore":
+                assert len(incoming) == 1 and app.call is first
+            else:
+                assert len(incoming) == 2, "cancelled, then rang again"
+                assert app.call is not None and app.call.handle != first.handle
+                assert phone.calls()[0].cancelled
+            app.hangup()
+            await _until(lambda: app.call is None, 5, "the call to end")
+        finally:
+            await app.stop()
+
+    asyncio.run(scenario())
