@@ -149,11 +149,24 @@ class Intercom:
     def _pressed(self, now: float) -> None:
         if self.press_filter is not None:
             self.press_filter.pressed(now)
+            # Ring as soon as the press is long enough to be a finger, not at the release.
+            asyncio.get_running_loop().call_later(self.press_filter.min_press, self._held)
+
+    def _held(self) -> None:
+        if self.press_filter is not None:
+            decision = self.press_filter.held(time.monotonic())
+            if decision is not None:
+                self._press_decided(decision)
 
     def _released(self, now: float) -> None:
         if self.press_filter is None or self.config.doorbell is None:
             return
         decision = self.press_filter.released(now)
+        if decision is not Decision.DECIDED:
+            self._press_decided(decision)
+
+    def _press_decided(self, decision: Decision) -> None:
+        assert self.config.doorbell is not None
         if decision is not Decision.RING:
             log.info("doorbell press ignored (%s)", decision.name.lower())
             return

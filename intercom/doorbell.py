@@ -41,6 +41,8 @@ class Decision(enum.Enum):
     """Shorter than ``min_press``, or a release without a press: not a finger."""
     COOLDOWN = "cooldown"
     """A real press within ``cooldown`` of the last ring: counted, rings nothing."""
+    DECIDED = "decided"
+    """The release of a press that :meth:`PressFilter.held` already decided: nothing to do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +67,7 @@ class PressFilter:
     clock.
     """
 
-    __slots__ = ("_counts", "_last_ring", "_pressed_at", "cooldown", "min_press")
+    __slots__ = ("_counts", "_decided", "_last_ring", "_pressed_at", "cooldown", "min_press")
 
     def __init__(self, min_press: float, cooldown: float) -> None:
         if not (min_press >= 0 and math.isfinite(min_press)):
@@ -76,6 +78,7 @@ class PressFilter:
         self.cooldown = cooldown
         self._pressed_at: float | None = None
         self._last_ring: float | None = None
+        self._decided = False  # this press was already decided by held()
         self._counts = PressCounts()
 
     def __repr__(self) -> str:
@@ -100,17 +103,35 @@ class PressFilter:
         press is then written off as noise and timing starts again, so a lost edge can neither
         make a spike look long nor block the next real press.
         """
-        if self._pressed_at is not None:
+        if self._pressed_at is not None and not self._decided:
             self._count(noise=1)
         self._pressed_at = now
+        self._decided = False
         self._count(presses=1)
+
+    def held(self, now: float) -> Decision | None:
+        """The button is still down at ``now``: decide once it has been down ``min_press``.
+
+        The caller asks ``min_press`` after the press, so a visitor who keeps the button down
+        hears the ring at once instead of when letting go. None: not (yet) a decision.
+        """
+        if self._pressed_at is None or self._decided or now - self._pressed_at < self.min_press:
+            return None
+        self._decided = True
+        return self._decide(now)
 
     def released(self, now: float) -> Decision:
         """The button went up at ``now``: decide what the press was."""
         started, self._pressed_at = self._pressed_at, None
+        decided, self._decided = self._decided, False
+        if decided:
+            return Decision.DECIDED
         if started is None or now - started < self.min_press:
             self._count(noise=1)
             return Decision.NOISE
+        return self._decide(now)
+
+    def _decide(self, now: float) -> Decision:
         # Cooldown runs from the ring, not from the latest press: holding the button down or
         # pressing it every few seconds must not keep the door silent for ever.
         if self._last_ring is not None and now - self._last_ring < self.cooldown:

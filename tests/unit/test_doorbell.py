@@ -119,3 +119,19 @@ def test_repr_shows_state_and_counts() -> None:
         "PressFilter(min_press=0.1, cooldown=10, pressed=False, "
         "counts=PressCounts(presses=1, rings=1, noise=0, suppressed=0))"
     )
+
+
+def test_a_held_press_rings_once_min_press_has_passed_not_at_release() -> None:
+    f = PressFilter(min_press=0.1, cooldown=10)
+    f.pressed(0.0)
+    assert f.held(0.05) is None  # not yet a finger
+    assert f.held(0.1) is Decision.RING
+    assert f.held(0.2) is None  # decided once
+    assert f.released(3.0) is Decision.DECIDED
+    assert f.counts.rings == 1 and f.counts.noise == 0 and f.counts.presses == 1
+    f.pressed(4.0)
+    assert f.held(4.15) is Decision.COOLDOWN
+    assert f.released(4.3) is Decision.DECIDED
+    f.pressed(20.0)
+    assert f.released(20.05) is Decision.NOISE  # released before min_press: held() never decides
+    assert f.held(20.1) is None
