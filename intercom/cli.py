@@ -182,6 +182,15 @@ def cmd_ring(args: argparse.Namespace) -> int:
         return EXIT_ERROR
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from intercom import doctor
+
+    logging.basicConfig(level=logging.CRITICAL)  # the checks speak for themselves
+    checks = asyncio.run(doctor.run(args.config))
+    print(doctor.report(checks, args.json))
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_ERROR
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     from intercom.media.audio import AudioDeviceError
     from intercom.media.devices import format_devices, list_devices
@@ -256,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--record", metavar="FILE.wav", help="record what is heard instead of playing it"
     )
     p.set_defaults(func=cmd_ring)
+
+    p = sub.add_parser("doctor", help="check the config, the PBX, the sound card and MQTT")
+    p.add_argument("-c", "--config", required=True, help="the YAML configuration file")
+    p.add_argument("--json", action="store_true", help="the results as one JSON object")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("devices", help="list the sound cards' inputs and outputs")
     p.set_defaults(func=cmd_devices)
