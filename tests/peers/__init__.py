@@ -7,6 +7,8 @@ import os
 import shutil
 import signal
 import subprocess
+from types import TracebackType
+from typing import Self
 
 
 def terminate_group(proc: subprocess.Popen[bytes], timeout: float = 3.0) -> None:
@@ -33,6 +35,44 @@ def terminate_group(proc: subprocess.Popen[bytes], timeout: float = 3.0) -> None
         if stream is not None:
             with contextlib.suppress(OSError, ValueError):
                 stream.close()
+
+
+class PeerProcess:
+    """What every peer shares: a process in ``_proc``, ``running``, and ``with peer:`` that
+    closes the peer even when its start fails half-way (a port taken, a config refused)."""
+
+    _proc: subprocess.Popen[bytes] | None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop; peers that leave files behind also remove them here."""
+        self.stop()
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def running(self) -> bool:
+        """True while the peer's process is alive."""
+        return self._proc is not None and self._proc.poll() is None
 
 
 _SBIN_DIRS = os.pathsep.join(("/usr/local/sbin", "/usr/sbin", "/sbin"))

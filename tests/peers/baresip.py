@@ -20,10 +20,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
-from tests.peers import require_program, terminate_group
+from tests.peers import PeerProcess, require_program, terminate_group
 from tests.peers.ports import LOOPBACK, free_udp_tcp_port
 
 BARESIP = "baresip"
@@ -76,7 +75,7 @@ class CallInfo:
         )
 
 
-class Baresip:
+class Baresip(PeerProcess):
     """One baresip handset registered as `user` with the PBX at `registrar_host:registrar_port`.
 
     `answer` decides what happens to incoming calls:
@@ -215,27 +214,6 @@ class Baresip:
         self.stop()
         if self._own_snd_dir:
             shutil.rmtree(self.snd_dir, ignore_errors=True)
-
-    def __enter__(self) -> Baresip:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @property
-    def running(self) -> bool:
-        """True while the baresip process is alive."""
-        return self._proc is not None and self._proc.poll() is None
 
     # -- registration ------------------------------------------------------------------------
 

@@ -47,7 +47,7 @@ def require_binaries(*names: str) -> None:
     missing = [name for name in names if find_program(name) is None]
     if not missing:
         return
-    message = f"{', '.join(missing)} not installed (Debian: kamailio baresip-core linphone-cli)"
+    message = f"{', '.join(missing)} not installed; scripts/test installs what the tests need"
     if in_ci():
         pytest.fail(f"CI: {message}", pytrace=False)
     pytest.skip(message)

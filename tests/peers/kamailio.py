@@ -17,9 +17,8 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
-from tests.peers import require_program, terminate_group
+from tests.peers import PeerProcess, require_program, terminate_group
 from tests.peers.ports import LOOPBACK, free_udp_tcp_port
 
 KAMAILIO = "kamailio"
@@ -339,7 +338,7 @@ class KamailioError(RuntimeError):
     """Kamailio did not start, or did not answer in time; the message carries its log."""
 
 
-class Kamailio:
+class Kamailio(PeerProcess):
     """A Kamailio registrar and proxy on 127.0.0.1, on a free port, for UDP and TCP.
 
     Users and passwords are given to the constructor; REGISTER is challenged with 401 and other
@@ -446,27 +445,6 @@ class Kamailio:
         shutil.rmtree(self._rundir, ignore_errors=True)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Kamailio:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @property
-    def running(self) -> bool:
-        """True while the Kamailio main process is alive."""
-        return self._proc is not None and self._proc.poll() is None
 
     # -- addressing --------------------------------------------------------------------------
 

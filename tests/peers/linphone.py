@@ -19,10 +19,9 @@ import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
-from tests.peers import require_program, terminate_group
+from tests.peers import PeerProcess, require_program, terminate_group
 from tests.peers.ports import LOOPBACK, free_udp_tcp_port
 
 LINPHONEC = "linphonec"
@@ -55,7 +54,7 @@ class LinphoneEvent:
     line: str
 
 
-class Linphonec:
+class Linphonec(PeerProcess):
     """A linphonec handset registered as `user`, answering automatically by default.
 
     It runs with its config, databases and HOME in `workdir` (liblinphone never opens its SIP
@@ -168,31 +167,6 @@ class Linphonec:
         if self._reader is not None:
             self._reader.join(timeout=2)
             self._reader = None
-
-    def close(self) -> None:
-        """Same as stop(); present so that every peer has the same teardown call."""
-        self.stop()
-
-    def __enter__(self) -> Linphonec:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @property
-    def running(self) -> bool:
-        """True while linphonec is alive."""
-        return self._proc is not None and self._proc.poll() is None
 
     # -- commands ----------------------------------------------------------------------------
 

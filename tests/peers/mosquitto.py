@@ -21,9 +21,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
-from tests.peers import require_program, terminate_group
+from tests.peers import PeerProcess, require_program, terminate_group
 from tests.peers.ports import LOOPBACK, free_udp_tcp_port
 
 MOSQUITTO = "mosquitto"
@@ -140,7 +139,7 @@ def make_certificates(directory: Path, *, days: int = 2) -> TlsFiles:
     return files
 
 
-class Mosquitto:
+class Mosquitto(PeerProcess):
     """A Mosquitto 2.0 broker on 127.0.0.1 and a free port, with its own config and log file.
 
     Anonymous by default; with `users` it requires one of those user names and passwords. With
@@ -245,31 +244,6 @@ class Mosquitto:
         """
         self.stop()
         self.start()
-
-    def close(self) -> None:
-        """Stop the broker (the workdir is the caller's and is left in place for inspection)."""
-        self.stop()
-
-    def __enter__(self) -> Mosquitto:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @property
-    def running(self) -> bool:
-        """True while the mosquitto process is alive."""
-        return self._proc is not None and self._proc.poll() is None
 
     # -- addressing and TLS material -----------------------------------------------------------
 
