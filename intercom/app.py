@@ -331,7 +331,11 @@ class Intercom:
         if isinstance(event, CallAnswered):
             bridge.event("answered", target=event.target, incoming=event.incoming)
         elif isinstance(event, DtmfReceived):
-            bridge.event("dtmf", digit=event.digit, method=event.method)
+            if self.door_rules.dtmf_enabled:
+                # The digits would spell the door code into the broker and HA's history.
+                bridge.event("dtmf", method=event.method)
+            else:
+                bridge.event("dtmf", digit=event.digit, method=event.method)
         elif isinstance(event, CallEnded):
             self._ended(event)
             self._after_call()

@@ -220,10 +220,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    from intercom.demo import run_demo
+    from intercom.demo import DemoOptions, run_demo
 
-    _setup_logging(args.log_level or "warning", args.sip_trace)
-    return asyncio.run(run_demo(talk=args.talk, out=sys.stdout))
+    # The demo's own lines tell the story; the log would repeat it.
+    _setup_logging(args.log_level or "error", args.sip_trace)
+    options = DemoOptions(once=args.once, talk=args.talk, broker=args.broker)
+    try:
+        return asyncio.run(run_demo(options, out=sys.stdout))
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 # ------------------------------------------------------------------------------ parser
@@ -276,8 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="a door call to a virtual handset, all on this machine")
     common(p, config=False)
-    p.add_argument("--talk", type=float, default=3.0, metavar="SECONDS")
-    p.add_argument("--once", action="store_true", help="play the story once and exit")
+    p.add_argument(
+        "--talk", type=float, default=3.0, metavar="SECONDS",
+        help="how long the resident listens before keying the door code (default 3)",
+    )  # fmt: skip
+    p.add_argument(
+        "--once", action="store_true",
+        help="play the story once; exit 0 when every step happened, 1 naming the one that did not",
+    )  # fmt: skip
+    p.add_argument(
+        "--broker", choices=["auto", "mosquitto", "embedded", "none"], default="auto",
+        help="the MQTT broker: mosquitto if installed, else the embedded one (default auto)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_demo)
     return parser
 

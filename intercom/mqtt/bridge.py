@@ -117,7 +117,12 @@ class MqttBridge:
 
     # ---------------------------------------------------------------- publishing
     def set_state(self, topic: str, payload: str) -> None:
-        """A retained state: published now if connected, and again after every reconnect."""
+        """A retained state: published now if connected, and again after every reconnect.
+
+        The same value again is not re-sent: it is retained already, and each copy would wake
+        every Home Assistant automation that listens to the topic."""
+        if self.states.get(topic) == payload and self.connected:
+            return
         self.states[topic] = payload
         if self.connected:
             self._publish(topic, payload, retain=True)
