@@ -374,17 +374,25 @@ def last_call_payload(result: str = "answered") -> str:
     )
 
 
-def make_door(broker_port: int, mode: Mode, door_open: bool, device_id: str = "") -> Door:
+def make_door(
+    broker_port: int,
+    mode: Mode,
+    door_open: bool,
+    device_id: str = "",
+    extras: dict[str, Any] | None = None,
+) -> Door:
+    """One door; ``extras`` (optional DiscoveryInfo fields) replaces the defaults below."""
     device_id = device_id or f"hacheck_{mode}_{'door' if door_open else 'nodoor'}"
     topics = Topics(default_base(device_id))
     mqtt = MqttConfig(host=LOOPBACK, port=broker_port, discovery_prefix=PREFIX, discovery=mode)
-    extras: dict[str, Any] = {}
-    if door_open:  # the optional device and origin fields, to have them validated too
-        extras = {
-            "configuration_url": f"http://{LOOPBACK}/",
-            "suggested_area": "Entrance",
-            "support_url": "https://example.org/pi-intercom",
-        }
+    if extras is None:
+        extras = {}
+        if door_open:  # the optional device and origin fields, to have them validated too
+            extras = {
+                "configuration_url": f"http://{LOOPBACK}/",
+                "suggested_area": "Entrance",
+                "support_url": "https://example.org/pi-intercom",
+            }
     info = DiscoveryInfo(
         device_id=device_id,
         name=f"Door intercom {device_id}",  # as intercom/app.py names it
