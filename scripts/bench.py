@@ -1,6 +1,8 @@
 """Benchmarks of the door, next to baresip measured in the same run (JSON on stdout).
 
 Suite ``setup``: call set-up latency. Suite ``media``: pacing, CPU and SNR (``bench_media.py``).
+Suite ``mqtt``: MQTT command to INVITE (``bench_mqtt.py``). Suite ``first``: the demo and the
+doctor, wall time (``bench_first.py``).
 
 Both callers dial the same baresip handset through the same Kamailio (which challenges every INVITE
 with 407), and both reach Kamailio through the same UDP tap, which timestamps the packets. Two
@@ -224,7 +226,10 @@ async def main_async(runs: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--suite", choices=["setup", "media", "mqtt", "all"], default="all", help="what to measure"
+        "--suite",
+        choices=["setup", "media", "mqtt", "first", "all"],
+        default="all",
+        help="what to measure",
     )
     parser.add_argument("--runs", type=int, default=20, help="set-up: calls per system")
     parser.add_argument("--seconds", type=float, default=60, help="media: seconds per call")
@@ -236,6 +241,10 @@ def main() -> int:
         import bench_mqtt
 
         result["mqtt"] = asyncio.run(bench_mqtt.run(max(2, args.runs)))
+    if args.suite in ("first", "all"):
+        import bench_first
+
+        result["first_five_minutes"] = asyncio.run(bench_first.run(max(2, args.runs // 4)))
     if args.suite in ("media", "all"):
         import bench_media
 
