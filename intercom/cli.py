@@ -186,7 +186,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from intercom import doctor
 
     logging.basicConfig(level=logging.CRITICAL)  # the checks speak for themselves
-    checks = asyncio.run(doctor.run(args.config))
+
+    def say(text: str) -> None:
+        print(f"doctor: {text}", file=sys.stderr, flush=True)
+
+    run = doctor.run(
+        args.config,
+        call=args.call,
+        dtmf_wait=args.dtmf_wait,
+        use_mic=args.mic,
+        say=None if args.json else say,
+    )
+    try:
+        checks = asyncio.run(run)
+    except KeyboardInterrupt:
+        return EXIT_ERROR
     print(doctor.report(checks, args.json))
     return EXIT_OK if all(c.ok for c in checks) else EXIT_ERROR
 
@@ -271,9 +285,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_ring)
 
-    p = sub.add_parser("doctor", help="check the config, the PBX, the sound card and MQTT")
+    p = sub.add_parser(
+        "doctor", help="check the config, the PBX, the sound card, MQTT, GPIO and a test call"
+    )
     p.add_argument("-c", "--config", required=True, help="the YAML configuration file")
     p.add_argument("--json", action="store_true", help="the results as one JSON object")
+    p.add_argument(
+        "--call",
+        metavar="TARGET",
+        help="end with a test call to TARGET (extension or SIP URI): ring, audio, DTMF",
+    )
+    p.add_argument(
+        "--dtmf-wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="during --call, how long to wait for a key pressed on the phone (0: skip)",
+    )
+    p.add_argument(
+        "--mic", action="store_true", help="during --call, send the microphone, not a test tone"
+    )
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("devices", help="list the sound cards' inputs and outputs")
