@@ -242,6 +242,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_demo(options, out=sys.stdout))
     except KeyboardInterrupt:
+        # Stopping the endless demo is how it ends; stopping --once means a step never came.
+        if args.once:
+            print("\ndemo interrupted before every step happened", file=sys.stderr)
+            return EXIT_ERROR
         return EXIT_OK
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import sys
 import threading
 import time
@@ -175,6 +176,7 @@ class Demo:
             # The first press should show on MQTT too: let the door's client connect first.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._online.wait(), 5)
+            await asyncio.sleep(0.2)  # its discovery and retained states, before the story
 
     def _intro(self, config: Config) -> None:
         assert self.door is not None and self.handset is not None
@@ -186,6 +188,8 @@ class Demo:
         if self.broker is not None:
             where = f"{self.broker.host}:{self.broker.port}"
             watch = f"mosquitto_sub -p {self.broker.port} -t '{config.mqtt_base_topic}/#' -v"
+            if shutil.which("mosquitto_sub") is None:
+                watch += " (from: sudo apt-get install mosquitto-clients)"
             p(f"  MQTT     {self.broker.kind} on {where}; watch: {watch}")
         p("")
 

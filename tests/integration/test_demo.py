@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,22 @@ def test_asking_for_mosquitto_where_there_is_none_says_what_to_install(
     monkeypatch.setattr(demo_broker, "find_mosquitto", lambda: None)
     with pytest.raises(demo_broker.BrokerUnavailable, match="apt-get install mosquitto"):
         asyncio.run(demo_broker.start_broker("mosquitto"))
+
+
+def test_interrupting_once_is_not_a_success() -> None:
+    """Ctrl-C before the last step: --once must not report the story as complete."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "intercom", "demo", "--once", "--broker", "none"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # interrupt once the call is up, as an impatient newcomer would
+        if "door: in_call" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 1, out + err
+    assert "demo interrupted" in err and "demo OK" not in out
