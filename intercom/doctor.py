@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from intercom.config import Config, load_config
-from intercom.doctor_checks import Check, audio_checks, gpio_checks, mqtt_check
+from intercom.doctor_checks import Check, audio_checks, gpio_checks, mqtt_check, responses_in
 from intercom.errors import ConfigError, ParseError
 from intercom.phone import Phone, PhoneOptions
 from intercom.sip.message import SipResponse, parse_message
@@ -234,17 +234,11 @@ async def _registration(
 
 def _register_ladder(phone: Phone) -> list[int]:
     """The status codes the PBX answered REGISTER with, in order: usually 401, then 200."""
-    codes = []
-    for direction, _t, data in phone.wire:
-        if direction != "received":
-            continue
-        try:
-            msg = parse_message(data)
-        except ParseError:
-            continue
-        if isinstance(msg, SipResponse) and msg.cseq[1] == "REGISTER" and msg.status >= 200:
-            codes.append(msg.status)
-    return codes
+    return [
+        msg.status
+        for msg in responses_in(phone.wire)
+        if msg.cseq[1] == "REGISTER" and msg.status >= 200
+    ]
 
 
 def report(checks: list[Check], as_json: bool) -> str:

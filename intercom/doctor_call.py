@@ -13,14 +13,13 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from intercom.doctor_checks import SILENCE_DBFS, Check
+from intercom.doctor_checks import SILENCE_DBFS, Check, responses_in
 from intercom.errors import ParseError
 from intercom.media.audio import parse_spec
 from intercom.media.session import MediaStats
 from intercom.phone import Phone
 from intercom.sip.address import NameAddr
 from intercom.sip.events import CallAnswered, CallEnded, CallRinging, DtmfReceived
-from intercom.sip.message import SipResponse, parse_message
 
 #: How long the audio is measured at least: the media levels are the peak of each second.
 AUDIO_SECONDS = 2.5
@@ -96,14 +95,8 @@ def call_failure(target: str, reason: str, code: int | None, ring_timeout: int) 
 
 def answered_by(wire: list[tuple[str, float, bytes]]) -> str:
     """Who took the call, from the 200 OK to our INVITE: its Contact and the phone's own name."""
-    for direction, _t, data in reversed(wire):
-        if direction != "received":
-            continue
-        try:
-            msg = parse_message(data)
-        except ParseError:
-            continue
-        if not (isinstance(msg, SipResponse) and msg.status == 200 and msg.cseq[1] == "INVITE"):
+    for msg in reversed(list(responses_in(wire))):
+        if not (msg.status == 200 and msg.cseq[1] == "INVITE"):
             continue
         who = ""
         with contextlib.suppress(ParseError):
@@ -117,14 +110,8 @@ def answered_by(wire: list[tuple[str, float, bytes]]) -> str:
 
 
 def _bye_answered(wire: list[tuple[str, float, bytes]]) -> int | None:
-    for direction, _t, data in wire:
-        if direction != "received":
-            continue
-        try:
-            msg = parse_message(data)
-        except ParseError:
-            continue
-        if isinstance(msg, SipResponse) and msg.cseq[1] == "BYE" and msg.status >= 200:
+    for msg in responses_in(wire):
+        if msg.cseq[1] == "BYE" and msg.status >= 200:
             return msg.status
     return None
 

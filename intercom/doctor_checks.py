@@ -14,12 +14,15 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from intercom.config import Config
+from intercom.errors import ParseError
+from intercom.sip.message import SipResponse, parse_message
 
 if TYPE_CHECKING:
     from gpiozero.pins import Factory
@@ -316,3 +319,17 @@ async def _device_state(config: Config, section: str, device: Any) -> Check:
     if section == "led" and config.led is not None:
         return Check(name, True, f"GPIO {config.led.pin} claimed, left dark")
     return Check(name, True, f"GPIO {device.pin} claimed, left off")
+
+
+def responses_in(wire: list[tuple[str, float, bytes]]) -> Iterator[SipResponse]:
+    """The SIP responses the door received, in order, from ``Phone.wire`` (what the PBX said is
+    what the doctor reports, so it reads the wire rather than the agent's summary of it)."""
+    for direction, _t, data in wire:
+        if direction != "received":
+            continue
+        try:
+            msg = parse_message(data)
+        except ParseError:
+            continue
+        if isinstance(msg, SipResponse):
+            yield msg

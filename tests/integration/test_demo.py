@@ -52,6 +52,8 @@ def _assert_whole_story(out: str) -> None:
         assert expected in out, f"{expected!r} missing from:\n{out}"
     # The door code is keyed in the story but never published: no digit reaches MQTT.
     assert '"digit"' not in out
+    # A retained state is published when it changes, not again on every DTMF key.
+    assert out.count("call/state = in_call") == 1, out
 
 
 def test_demo_with_the_machines_mosquitto() -> None:
