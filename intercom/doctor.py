@@ -191,13 +191,20 @@ async def _options(config: Config, address: str, timeout: float) -> tuple[Check,
             data = await asyncio.wait_for(loop.sock_recv(sock, 65535), timeout)
             reply = parse_message(data)
         except (TimeoutError, OSError, ParseError) as exc:
-            reason = "no answer" if isinstance(exc, TimeoutError) else str(exc)
+            if isinstance(exc, TimeoutError):
+                reason = f"no answer in {timeout:g} s from"
+            elif isinstance(exc, ConnectionRefusedError):
+                reason = "nothing listens for SIP (the Pi got 'connection refused') at"
+            elif isinstance(exc, ParseError):
+                reason = f"an answer that is not SIP ({exc}) from"
+            else:
+                reason = f"cannot reach ({exc.strerror or exc})"
             fix = (
                 f"wrong address, port or transport, or a firewall: check sip.server, sip.port "
                 f"({sip.port}) and sip.transport ({sip.transport}); "
                 "on a FRITZ!Box the door must be set up as an IP phone"
             )
-            return Check("PBX answers", False, f"{reason} from {address}:{sip.port}", fix), ""
+            return Check("PBX answers", False, f"{reason} {address}:{sip.port}", fix), ""
     if not isinstance(reply, SipResponse):
         return Check("PBX answers", True, f"{address}:{sip.port} answered with a request"), ""
     product = pbx_product(reply)

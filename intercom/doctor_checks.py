@@ -175,8 +175,17 @@ def mqtt_check(config: Config, timeout: float) -> list[Check]:
     try:
         client.connect(mqtt_cfg.host, mqtt_cfg.port, keepalive=10)
     except (OSError, ValueError) as exc:
-        fix = "check mqtt.host and mqtt.port, and that the broker runs"
-        return [Check("MQTT", False, f"cannot connect to {broker}: {exc}", fix)]
+        fix = (
+            "check mqtt.host and mqtt.port, and that the broker runs (in Home Assistant: "
+            "Settings > Add-ons > Mosquitto broker is started)"
+        )
+        if isinstance(exc, ConnectionRefusedError):
+            what = f"no MQTT broker runs at {broker} (the Pi got 'connection refused')"
+        elif isinstance(exc, OSError) and exc.strerror:
+            what = f"cannot reach the broker at {broker}: {exc.strerror}"
+        else:
+            what = f"cannot reach the broker at {broker}: {exc}"
+        return [Check("MQTT", False, what, fix)]
     client.loop_start()
     try:
         deadline = time.monotonic() + timeout

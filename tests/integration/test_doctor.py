@@ -163,6 +163,7 @@ def test_wrong_port(tmp_path: Path, kamailio: Kamailio, mosquitto: Any) -> None:
     )
     assert not checks["PBX answers"]["ok"] and "sip.port" in checks["PBX answers"]["fix"]
     assert "firewall" in checks["PBX answers"]["fix"]
+    assert "nothing listens for SIP" in checks["PBX answers"]["detail"]  # not "[Errno 111]"
     assert "not tried" in checks["registration"]["detail"]
     assert "not tried" in checks["test call"]["detail"]
     assert checks["microphone"]["ok"] and checks["MQTT"]["ok"]  # the local checks still run
@@ -175,6 +176,7 @@ def test_broker_down_and_missing_sound_device(
     checks = _doctor(tmp_path, kamailio, mosquitto, audio={"input": "No Such Card"})
     assert checks["registration"]["ok"]
     assert not checks["MQTT"]["ok"] and "mqtt.host" in checks["MQTT"]["fix"]
+    assert "no MQTT broker runs at" in checks["MQTT"]["detail"]
     assert not checks["microphone"]["ok"] and "No Such Card" in checks["microphone"]["detail"]
 
 
