@@ -132,7 +132,7 @@ class Baresip(PeerProcess):
         self._own_snd_dir = len(str(snd)) > _MAX_SND_PATH
         self.snd_dir = Path(tempfile.mkdtemp(prefix="bsrec-")) if self._own_snd_dir else snd
 
-        self.sip_port = free_udp_tcp_port()
+        self.sip_port = free_udp_tcp_port(with_next=True)  # SIP/TLS listens one above
         self.ctrl_port = free_udp_tcp_port()
 
         self._proc: subprocess.Popen[bytes] | None = None

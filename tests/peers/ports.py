@@ -30,21 +30,23 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def free_udp_tcp_port() -> int:
+def free_udp_tcp_port(*, with_next: bool = False) -> int:
     """Return a port on 127.0.0.1 that is free for both UDP and TCP.
 
     SIP peers listen on the same number for both transports, so a port free for only one of them
     is useless. The kernel picks a free UDP port; we then check that TCP can have it too. Ports
     already handed out in this process are skipped, because a peer may not have bound its port yet
-    when the next one is asked for.
+    when the next one is asked for. ``with_next`` also wants the port above free: baresip puts
+    its SIP/TLS listener there and gives up entirely when it cannot bind it.
     """
     for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.bind((LOOPBACK, 0))
             port = int(probe.getsockname()[1])
-        if port in _handed_out:
+        wanted = [port, port + 1] if with_next else [port]
+        if any(p in _handed_out or p > 65535 for p in wanted):
             continue
-        if _bindable(port):
-            _handed_out.add(port)
+        if all(_bindable(p) for p in wanted):
+            _handed_out.update(wanted)
             return port
     raise RuntimeError("no port free for both UDP and TCP on 127.0.0.1")
