@@ -52,8 +52,9 @@ class _CallInfo:
     started: float
     answered_at: float | None = None
     answered_by: str | None = None
-    #: May DTMF in this call open the door: a call to the configured targets, or from a caller in
-    #: incoming.allow (the only ones answered). Not a call to targets given over MQTT.
+    #: May DTMF in this call open the door: a call to targets that are all in call.targets (also
+    #: when named over MQTT), or from a caller in incoming.allow (the only ones answered). Not a
+    #: call to any other target.
     allowed: bool = True
 
 

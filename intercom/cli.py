@@ -10,7 +10,9 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -334,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # lgpio (gpiozero's pin library on a Pi) makes its notification pipes in $LG_WD, else in the
+    # current directory, which the service user can seldom write when an installer runs
+    # `sudo -u pi-intercom intercom doctor` from a home directory. The unit sets its own.
+    os.environ.setdefault("LG_WD", tempfile.gettempdir())
     if getattr(args, "config", None) and not Path(args.config).exists():
         print(f"{args.config}: no such file", file=sys.stderr)
         return EXIT_ERROR

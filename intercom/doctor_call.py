@@ -269,7 +269,7 @@ def _dtmf(heard: _Listened, dtmf_wait: float) -> Check:
     )
     if heard.ended is not None:
         return Check("DTMF", False, "not detected: the call ended before a key arrived", fix)
-    return Check("DTMF", False, f"DTMF not detected: no key arrived in {dtmf_wait:g} s", fix)
+    return Check("DTMF", False, f"not detected: no key arrived in {dtmf_wait:g} s", fix)
 
 
 async def _hang_up(phone: Phone, handle: int, heard: _Listened) -> Check:

@@ -165,7 +165,12 @@ def mqtt_check(config: Config, timeout: float) -> list[Check]:
         client.username_pw_set(mqtt_cfg.username, mqtt_cfg.secret())
     if mqtt_cfg.tls is not None:
         tls = mqtt_cfg.tls
-        client.tls_set(ca_certs=str(tls.ca_file) if tls.ca_file else None)
+        # As the daemon's bridge does, or a broker that wants a client certificate fails here.
+        client.tls_set(
+            ca_certs=str(tls.ca_file) if tls.ca_file else None,
+            certfile=str(tls.cert_file) if tls.cert_file else None,
+            keyfile=str(tls.key_file) if tls.key_file else None,
+        )
         if tls.insecure:
             client.tls_insecure_set(True)
     topic = f"{config.mqtt_base_topic}/doctor"

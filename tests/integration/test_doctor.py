@@ -143,7 +143,7 @@ def test_test_call_without_a_key_press_names_the_dtmf_settings(
     checks = _doctor(tmp_path, kamailio, mosquitto, "--call", "621", "--dtmf-wait", "3")
     assert checks["test call"]["ok"] and checks["audio heard"]["ok"]
     dtmf = checks["DTMF"]
-    assert not dtmf["ok"] and "DTMF not detected" in dtmf["detail"]
+    assert not dtmf["ok"] and "not detected" in dtmf["detail"]
     assert "RFC 2833/4733" in dtmf["fix"] and "SIP INFO" in dtmf["fix"]
     assert checks["hang-up"]["ok"]
 

@@ -197,7 +197,7 @@ def test_silent_rtp_is_reported_but_not_failed() -> None:
 
 def test_dtmf_not_detected_names_the_settings() -> None:
     check = doctor_call._dtmf(doctor_call._Listened(), 10)
-    assert not check.ok and "DTMF not detected" in check.detail
+    assert not check.ok and "DTMF: not detected" in check.line()
     assert check.fix is not None and "RFC 2833/4733" in check.fix and "SIP INFO" in check.fix
     both = doctor_call._Listened(digits=[("1", "rfc4733"), ("2", "info")])
     assert doctor_call._dtmf(both, 10).detail == "received 12 (RFC 4733, SIP INFO)"
