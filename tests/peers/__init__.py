@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import ClassVar, Self
 
 
 def terminate_group(proc: subprocess.Popen[bytes], timeout: float = 3.0) -> None:
@@ -73,6 +77,69 @@ class PeerProcess:
     def running(self) -> bool:
         """True while the peer's process is alive."""
         return self._proc is not None and self._proc.poll() is None
+
+
+class LoggedPeer(PeerProcess):
+    """A server peer (Kamailio, mosquitto) whose output goes to ``log_path``: started in its own
+    session, waited for until it really serves, and stopped with its whole process group.
+    Every failure carries the log, which is what tells a broken config from a taken port."""
+
+    name: ClassVar[str]
+    error: ClassVar[type[Exception]] = RuntimeError
+    workdir: Path
+    log_path: Path
+    port: int
+
+    def _spawn(self, argv: Sequence[str]) -> None:
+        with self.log_path.open("ab") as log:
+            log.write(f"==== starting {self.name} on port {self.port} ====\n".encode())
+            log.flush()
+            # stdout and stderr go to the log too: config errors are printed there before the
+            # server opens its own log (both append, so no line overwrites another).
+            self._proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
+
+    def _wait_ready(self, ready: Callable[[], bool], timeout: float, waiting_for: str) -> None:
+        """Return once ``ready()``; raise ``error`` with the log if the process dies or time
+        runs out (after stopping it and any worker it had already forked)."""
+        assert self._proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self.stop()
+                raise self.error(f"{self.name} exited with {code}:\n{self.log_text()}")
+            if ready():
+                return
+            time.sleep(0.01)
+        self.stop()
+        raise self.error(
+            f"{self.name} did not {waiting_for} within {timeout} s:\n{self.log_text()}"
+        )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the process group (SIGTERM, SIGKILL after ``timeout``); safe to call twice."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            terminate_group(proc, timeout)
+
+    def log_text(self) -> str:
+        """Everything the peer wrote to its log, for printing when a test fails."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_lines(self, pattern: str) -> list[str]:
+        """Lines of the log that match the regular expression ``pattern``."""
+        regex = re.compile(pattern)
+        return [line for line in self.log_text().splitlines() if regex.search(line)]
 
 
 _SBIN_DIRS = os.pathsep.join(("/usr/local/sbin", "/usr/sbin", "/sbin"))

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.peers import PeerProcess, require_program, terminate_group
+from tests.peers import LoggedPeer, require_program
 from tests.peers.ports import LOOPBACK, free_udp_tcp_port
 
 KAMAILIO = "kamailio"
@@ -338,7 +338,7 @@ class KamailioError(RuntimeError):
     """Kamailio did not start, or did not answer in time; the message carries its log."""
 
 
-class Kamailio(PeerProcess):
+class Kamailio(LoggedPeer):
     """A Kamailio registrar and proxy on 127.0.0.1, on a free port, for UDP and TCP.
 
     Users and passwords are given to the constructor; REGISTER is challenged with 401 and other
@@ -348,6 +348,8 @@ class Kamailio(PeerProcess):
     """
 
     host = LOOPBACK
+    name = "kamailio"
+    error = KamailioError
 
     def __init__(
         self,
@@ -399,36 +401,8 @@ class Kamailio(PeerProcess):
         require_program(KAMAILIO)
         self.config_path.write_text(self._render_config())
         self._check_config()
-        with self.log_path.open("ab") as log:
-            log.write(f"==== starting kamailio on port {self.port} ====\n".encode())
-            log.flush()
-            self._proc = subprocess.Popen(
-                self._command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self.stop()  # reap it and any worker it had already forked
-                raise KamailioError(f"kamailio exited with {code}:\n{self.log_text()}")
-            if self.ping(timeout=0.2):
-                return
-        self.stop()
-        raise KamailioError(
-            f"kamailio did not answer OPTIONS within {timeout} s:\n{self.log_text()}"
-        )
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop Kamailio and all its children (the whole process group); safe to call twice."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        terminate_group(proc, timeout)
+        self._spawn(self._command())
+        self._wait_ready(lambda: self.ping(timeout=0.2), timeout, "answer OPTIONS")
 
     def restart(self) -> None:
         """Stop and start again on the same port: a PBX reboot that forgets every registration.
@@ -514,18 +488,6 @@ class Kamailio(PeerProcess):
     def wait_unregistered(self, user: str, timeout: float = 10.0) -> None:
         """Wait until `user` has no registration left (after an un-REGISTER or expiry)."""
         self._wait(lambda: not self.registered(user), timeout, f"{user} stayed registered")
-
-    def log_text(self) -> str:
-        """Everything Kamailio wrote to stdout/stderr, for printing when a test fails."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_lines(self, pattern: str) -> list[str]:
-        """Lines of the log that match the regular expression `pattern`."""
-        regex = re.compile(pattern)
-        return [line for line in self.log_text().splitlines() if regex.search(line)]
 
     # -- internals ---------------------------------------------------------------------------
 

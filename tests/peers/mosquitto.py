@@ -12,17 +12,15 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
-import re
 import secrets
 import signal
 import socket
 import ssl
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.peers import PeerProcess, require_program, terminate_group
+from tests.peers import LoggedPeer, require_program, terminate_group
 from tests.peers.ports import LOOPBACK, free_udp_tcp_port
 
 MOSQUITTO = "mosquitto"
@@ -139,7 +137,7 @@ def make_certificates(directory: Path, *, days: int = 2) -> TlsFiles:
     return files
 
 
-class Mosquitto(PeerProcess):
+class Mosquitto(LoggedPeer):
     """A Mosquitto 2.0 broker on 127.0.0.1 and a free port, with its own config and log file.
 
     Anonymous by default; with `users` it requires one of those user names and passwords. With
@@ -149,6 +147,8 @@ class Mosquitto(PeerProcess):
     """
 
     host = LOOPBACK
+    name = "mosquitto"
+    error = MosquittoError
 
     def __init__(
         self,
@@ -187,39 +187,8 @@ class Mosquitto(PeerProcess):
         mosquitto = require_program(MOSQUITTO)
         self._write_password_file()
         self.config_path.write_text(self._render_config())
-        with self.log_path.open("ab") as log:
-            log.write(f"==== starting mosquitto on port {self.port} ====\n".encode())
-            log.flush()
-            # stdout/stderr go to the same file: config errors are printed there before mosquitto
-            # opens its own log_dest (both append, so the lines do not overwrite each other).
-            self._proc = subprocess.Popen(
-                [mosquitto, "-c", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self.stop()
-                raise MosquittoError(f"mosquitto exited with {code}:\n{self.log_text()}")
-            if self.accepts_connections():
-                return
-            time.sleep(0.01)
-        self.stop()
-        raise MosquittoError(
-            f"mosquitto did not accept connections within {timeout} s:\n{self.log_text()}"
-        )
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop mosquitto with SIGTERM (SIGKILL after `timeout`); safe to call twice."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        terminate_group(proc, timeout)
+        self._spawn([mosquitto, "-c", str(self.config_path)])
+        self._wait_ready(self.accepts_connections, timeout, "accept connections")
 
     def kill(self) -> None:
         """SIGKILL the broker: a crash, with no DISCONNECT and no will handling left to it.
@@ -280,18 +249,6 @@ class Mosquitto(PeerProcess):
                     return True
         except OSError:  # ssl.SSLError is an OSError too
             return False
-
-    def log_text(self) -> str:
-        """Everything mosquitto logged (`log_type all`), for printing when a test fails."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_lines(self, pattern: str) -> list[str]:
-        """Lines of the log that match the regular expression `pattern`."""
-        regex = re.compile(pattern)
-        return [line for line in self.log_text().splitlines() if regex.search(line)]
 
     # -- internals ---------------------------------------------------------------------------
 
