@@ -20,6 +20,7 @@ import contextlib
 import logging
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from intercom import demo_view as view
 from intercom.app import Intercom
 from intercom.config import Config, parse_config
 from intercom.demo_broker import Broker, BrokerKind, BrokerUnavailable, start_broker
+from intercom.media.audio import read_wav
+from intercom.media.compare import similarity
 from intercom.phone import Phone, PhoneOptions
 from intercom.sip.events import (
     CallAnswered,
@@ -65,7 +68,7 @@ def _config(data: dict[str, Any]) -> Config:
     return parse_config(data, base_dir=Path.cwd(), env={})
 
 
-def handset_config() -> Config:
+def handset_config(heard: Path) -> Config:
     return _config(
         {
             "device_id": "handset",
@@ -78,12 +81,12 @@ def handset_config() -> Config:
                 "local_port": 0,
             },
             "incoming": {"allow": ["door"], "answer_after": 1},
-            "audio": {"input": f"file:{RESIDENT_WAV}", "output": "null"},
+            "audio": {"input": f"file:{RESIDENT_WAV}", "output": f"file:{heard}"},
         }
     )
 
 
-def door_config(handset_port: int, broker: Broker | None, code: str) -> Config:
+def door_config(handset_port: int, broker: Broker | None, code: str, heard: Path) -> Config:
     data: dict[str, Any] = {
         "device_id": "demo_door",
         "sip": {
@@ -94,7 +97,7 @@ def door_config(handset_port: int, broker: Broker | None, code: str) -> Config:
             "local_port": 0,
         },
         "call": {"targets": ["handset"], "ring_timeout": 20, "max_duration": 60},
-        "audio": {"input": f"file:{VISITOR_WAV}", "output": "null"},
+        "audio": {"input": f"file:{VISITOR_WAV}", "output": f"file:{heard}"},
         "doorbell": {"pin": BUTTON_PIN, "min_press": 0.1, "cooldown": 1},
         "door": {"pin": STRIKE_PIN, "pulse": 1.5, "dtmf_code": code, "hangup_after_open": 2},
     }
@@ -120,6 +123,10 @@ class Demo:
         self._strike_on_at: float | None = None
         self._discovery = 0
         self._tasks: list[asyncio.Task[None]] = []
+        #: What each end heard, recorded, so the voices are checked for what they are.
+        self._dir = tempfile.TemporaryDirectory(prefix="intercom-demo-")
+        self.heard_by_handset = Path(self._dir.name) / "heard-by-handset.wav"
+        self.heard_at_door = Path(self._dir.name) / "heard-at-door.wav"
         self._online = asyncio.Event()
         self._quiet = False
 
@@ -146,14 +153,16 @@ class Demo:
             except BrokerUnavailable as exc:
                 self.print(f"no MQTT: {exc}")
         self.handset = Phone(
-            handset_config(),
+            handset_config(self.heard_by_handset),
             PhoneOptions(local_host=LOOPBACK, any_rtp_port=True),
         )
         await self.handset.start()
         from gpiozero.pins.mock import MockFactory
 
         self.factory = MockFactory()
-        config = door_config(self.handset.local_addr[1], self.broker, self.options.code)
+        config = door_config(
+            self.handset.local_addr[1], self.broker, self.options.code, self.heard_at_door
+        )
         if self.broker is not None:
             await self._start_monitor(config)
         self.door = Intercom(
@@ -307,14 +316,29 @@ class Demo:
         hs_media = next(iter(self.handset.media.values()), None)
         if door_media is None or hs_media is None or not door_media.stats.received:
             return
-        door, hs = door_media.stats, hs_media.stats
+        door = door_media.stats
         if door.level_out_dbfs <= -120 and door.level_in_dbfs <= -120:
             return  # the first second of a call, not metered yet
         self.say("audio", view.levels(door.level_out_dbfs, door.level_in_dbfs) + f"  {door.codec}")
-        if door.level_out_dbfs > view.VOICE_DBFS and hs.level_in_dbfs > view.VOICE_DBFS:
-            self.step("voice_out")
-        if hs.level_out_dbfs > view.VOICE_DBFS and door.level_in_dbfs > view.VOICE_DBFS:
-            self.step("voice_in")
+
+    def _check_voices(self) -> None:
+        """Compare each end's recording with the WAV the other end sent: loud is not enough."""
+        for step, path, source, text in (
+            ("voice_out", self.heard_by_handset, VISITOR_WAV, "the handset heard the visitor"),
+            ("voice_in", self.heard_at_door, RESIDENT_WAV, "the door heard the resident"),
+        ):
+            try:
+                heard, rate = read_wav(path)
+                sent, sent_rate = read_wav(source)
+            except (OSError, ValueError):
+                self.say("audio", f"{text}: nothing was recorded")
+                continue
+            score = similarity(heard, rate, sent, sent_rate)
+            verdict = "the same voice" if score >= view.VOICE_SIMILARITY else "not the voice sent"
+            seconds = len(heard) / rate
+            self.say("audio", f"{text}: {seconds:.1f} s, similarity {score:.2f} ({verdict})")
+            if score >= view.VOICE_SIMILARITY:
+                self.step(step)
 
     # ---------------------------------------------------------------- the story
     async def ring_once(self) -> None:
@@ -330,7 +354,8 @@ class Demo:
             self.step("pressed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.call_over.wait(), STORY_TIMEOUT)
-        await asyncio.sleep(0.3)  # the last MQTT messages and the BYE's 200
+        await asyncio.sleep(0.3)  # the last MQTT messages, the BYE's 200, the recordings closed
+        self._check_voices()
 
     async def stop(self) -> None:
         self._quiet = True  # the door's "offline" and the hang-ups are not part of the story
@@ -345,6 +370,7 @@ class Demo:
             self.monitor.loop_stop()
         if self.broker is not None:
             await self.broker.stop()
+        self._dir.cleanup()
 
     def verdict(self) -> int:
         missing = self.progress.missing
