@@ -268,6 +268,12 @@ class SipConfig(BaseModel):
     )
     register: bool = True
     expires: _Int = Field(default=300, ge=60, le=86400, json_schema_extra=_SECONDS)
+    trusted_sources: Annotated[
+        tuple[_Host, ...], BeforeValidator(_scalar_to_list), AfterValidator(_no_duplicates)
+    ] = Field(
+        default=(),
+        description="more addresses (besides the server's own) that may send calls and requests",
+    )
     user_agent: Annotated[str, AfterValidator(_check_printable)] = f"pi-intercom/{__version__}"
 
     _password_source: str | None = PrivateAttr(None)
@@ -453,6 +459,7 @@ class MqttConfig(BaseModel):
     base_topic: _TopicBase | None = None
     discovery_prefix: _TopicBase = "homeassistant"
     discovery: Annotated[Literal["entity", "device", "off"], BeforeValidator(_lower)] = "entity"
+    ring_any_target: bool = False
 
     _password_source: str | None = PrivateAttr(None)
 
