@@ -380,7 +380,7 @@ def test_all_errors_are_reported_together_in_schema_order() -> None:
         NO_PASSWORD,
         "sip.colour: unknown key; allowed keys here: server, port, transport, username, "
         "password, password_file, auth_username, domain, local_port, register, expires, "
-        "user_agent",
+        "trusted_sources, user_agent",
         'call.targets: must list at least one target; got []; e.g. targets: ["**9"]',
         "call.ring_timeout: must be between 1 and 600 seconds; got 0",
         "log.level: must be one of debug, info, warning, error; got 'loud'",
