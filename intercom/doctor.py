@@ -229,7 +229,7 @@ async def _registration(
     agent = phone.agent
     assert agent is not None
     local = f"{agent.settings.local_host}:{agent.settings.local_port}"
-    contact = agent.contact_uri()
+    contact = agent.core.contact_uri()
     public = f"{contact.host}:{contact.port}"
     if public == local:
         detail = f"{local}; the PBX sees the same address (no NAT)"

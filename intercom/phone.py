@@ -74,6 +74,8 @@ def settings_from_config(config: Config, local_host: str, local_port: int) -> Ag
         allow_incoming=tuple(config.incoming.allow),
         answer_after=config.incoming.answer_after,
         max_duration=float(config.call.max_duration),
+        register=sip.register,
+        trusted_sources=tuple(sip.trusted_sources),
     )
 
 
@@ -97,12 +99,17 @@ class Phone:
 
     async def start(self) -> None:
         sip = self.config.sip
-        host = self.options.local_host or local_address_for(sip.server, sip.port)
+        host = self.options.local_host or await local_address_for(sip.server, sip.port)
         sock = bind_sip_socket(host, sip.local_port, sip.transport)
         self._sock = sock
         port = sock.getsockname()[1]
         self.agent = UserAgent(settings_from_config(self.config, host, port), self._sdp)
-        self.endpoint = SipEndpoint(self.agent, trace=self.options.trace)
+        door = self.config.door
+        self.endpoint = SipEndpoint(
+            self.agent,
+            trace=self.options.trace,
+            hide_dtmf=door is not None and bool(door.secret()),
+        )
         self.endpoint.listeners.append(self._on_event)
         if self.options.capture:
             loop = asyncio.get_running_loop()

@@ -5,128 +5,153 @@ Contract (after aioquic): ``receive_datagram(data, addr, now)`` feeds what arriv
 ``handle_timer(now)`` next, and ``next_event()`` yields what happened. Commands (``register``,
 ``call``, ``hangup``...) take ``now`` too. The agent never reads a clock or touches a socket, so
 every SIP flow, retransmissions and 32-second timers included, is tested in virtual time.
+
+The agent only dispatches: what the parts share lives in :class:`~intercom.sip.core.SipCore`,
+and who may talk to the door is :mod:`intercom.sip.trust`. Hostile input is first a matter of
+cost, so the checks run cheapest first: where the datagram came from (a dictionary lookup, before
+any parsing), then the parser's caps, then whether it belongs to a dialog or transaction. What a
+stranger sends outside a dialog is dropped without an answer; what is refused from a trusted
+source is answered once and statelessly, so nothing is held and nothing is retransmitted.
+Whatever goes wrong is counted and logged at most once a minute per kind, never a traceback per
+datagram.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from intercom.errors import ParseError, RemoteProtocolError
-from intercom.sip.address import NameAddr, SipUri, Via
-from intercom.sip.auth import Credentials, DigestClient
+from intercom.errors import ProtocolError, RemoteProtocolError
+from intercom.sip.address import NameAddr, Via
 from intercom.sip.call import OutgoingCall
+from intercom.sip.core import ALLOW, AgentSettings, SdpProvider, SipCore
 from intercom.sip.dialog import DialogKey
-from intercom.sip.events import Event, RegistrationChanged
+from intercom.sip.events import Event
 from intercom.sip.incoming import IncomingInvite
 from intercom.sip.message import SipRequest, SipResponse, parse_message
 from intercom.sip.registration import Registration
 from intercom.sip.session import Session
-from intercom.sip.timers import Timers
-from intercom.sip.transaction import (
-    Addr,
-    ClientTransaction,
-    Outbox,
-    ResponseHandler,
-    TimeoutHandler,
-    TransactionLayer,
-    response_to,
-)
+from intercom.sip.transaction import Addr, response_to
+
+__all__ = ["ALLOW", "AgentSettings", "SdpProvider", "UserAgent"]
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
-
-#: Makes the local SDP for a call: (call handle, remote offer or None) -> SDP, or None to refuse.
-SdpProvider = Callable[[int, bytes | None], bytes | None]
-
-
-@dataclass(frozen=True)
-class AgentSettings:
-    username: str
-    domain: str  # host[:port] of the SIP domain, used in From, To and the REGISTER URI
-    proxy: Addr  # registrar and outbound proxy: every request out of a dialog goes there
-    local_host: str  # the address that routes to the PBX (never 0.0.0.0)
-    local_port: int
-    transport: str = "udp"
-    password: str | None = field(default=None, repr=False)
-    auth_username: str | None = None
-    display_name: str | None = None
-    user_agent: str = "pi-intercom"
-    expires: int = 300
-    allow_incoming: tuple[str, ...] = ()
-    answer_after: float | None = 2.0
-    max_duration: float = 300.0
-
-
-def _random_token(nbytes: int = 8) -> str:
-    return secrets.token_hex(nbytes)
+#: Outgoing calls held at once (the intercom rings one call at a time; the CLI may ring more).
+MAX_CALLS = 8
 
 
 class UserAgent:
     def __init__(self, settings: AgentSettings, sdp_provider: SdpProvider) -> None:
+        self.core = SipCore(settings)
         self.settings = settings
         self.sdp_provider = sdp_provider
-        self.timers = Timers()
-        self.outbox = Outbox()
-        reliable = settings.transport == "tcp"
-        self.txns = TransactionLayer(self.outbox, self.timers, reliable=reliable)
-        self.digest: DigestClient | None = None
-        if settings.password is not None:
-            user = settings.auth_username or settings.username
-            self.digest = DigestClient(Credentials(user, settings.password))
-        self._events: deque[Event] = deque()
-        self._public_host: str | None = None
-        self._public_port: int | None = None
         self._handles = 0
         self.registration: Registration | None = None
         self.calls: dict[int, OutgoingCall] = {}
         self.incoming: dict[int, IncomingInvite] = {}
-        self.sessions: dict[DialogKey, Session] = {}
-        self.dropped = 0  # malformed or unmatched input, logged and dropped
+        #: Malformed or unmatched input, logged (rate-limited) and dropped.
+        self.dropped = 0
+        #: Datagrams from strangers while closed (``sip.register: true``), dropped unanswered.
+        self.untrusted = 0
+
+    # The parts' shared state, for the transport, the tests and the doctor.
+    @property
+    def timers(self):  # type: ignore[no-untyped-def]
+        return self.core.timers
+
+    @property
+    def txns(self):  # type: ignore[no-untyped-def]
+        return self.core.txns
+
+    @property
+    def outbox(self):  # type: ignore[no-untyped-def]
+        return self.core.outbox
+
+    @property
+    def trust(self):  # type: ignore[no-untyped-def]
+        return self.core.trust
+
+    @property
+    def sessions(self) -> dict[DialogKey, Session]:
+        return {k: v for k, v in self.core.sessions.items() if isinstance(v, Session)}
 
     # ---------------------------------------------------------------- driving interface
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
-        """Feed one SIP message. Malformed input is logged and dropped (or answered with 400)."""
+        """Feed one SIP message. Never raises: bad input is counted, logged and dropped."""
         if not data.strip(b"\r\n"):
             return  # keep-alive
+        core = self.core
+        if not self.accepts_from(addr[0]):
+            self.untrusted += 1
+            core.limits.info(
+                "untrusted", now, "dropped SIP from %s: not the PBX nor a trusted source", addr[0]
+            )
+            return
+        try:
+            self._receive(data, addr, now)
+        except Exception as exc:  # a bug must cost one datagram, never the door
+            self.dropped += 1
+            core.limits.log(
+                logging.ERROR,
+                "bug",
+                now,
+                "dropped a SIP message from %s after an internal error: %s: %s",
+                addr[0],
+                type(exc).__name__,
+                str(exc),  # never the exception itself: it holds the frames, the datagram
+            )
+            log.debug("the internal error", exc_info=True)
+
+    def _receive(self, data: bytes, addr: Addr, now: float) -> None:
+        core = self.core
         try:
             msg = parse_message(data)
-        except ParseError as exc:
+        except ProtocolError as exc:
             self.dropped += 1
-            log.warning("dropped malformed SIP message from %s:%s: %s", addr[0], addr[1], exc)
-            self._maybe_answer_400(data, addr, exc)
+            core.limits.warning(
+                "malformed", now, "dropped malformed SIP from %s: %s", addr[0], str(exc)
+            )
+            if isinstance(exc, RemoteProtocolError):
+                self._maybe_answer_400(data, addr, exc)
             return
         try:
             if isinstance(msg, SipResponse):
-                self._receive_response(msg, now)
+                self._receive_response(msg, addr, now)
             else:
                 self._receive_request(msg, addr, now)
-        except RemoteProtocolError as exc:
+        except ProtocolError as exc:
             self.dropped += 1
-            log.warning("dropped SIP message from %s:%s: %s", addr[0], addr[1], exc)
-            if isinstance(msg, SipRequest):
+            core.limits.warning("bad-value", now, "dropped SIP from %s: %s", addr[0], str(exc))
+            if isinstance(msg, SipRequest) and isinstance(exc, RemoteProtocolError):
                 self._maybe_answer_400(data, addr, exc)  # RFC 3261 8.2: malformed values
 
     def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
-        return self.outbox.drain()
+        return self.core.outbox.drain()
 
     def get_timer(self) -> float | None:
-        return self.timers.next_deadline()
+        return self.core.timers.next_deadline()
 
     def handle_timer(self, now: float) -> None:
-        self.timers.run_due(now)
+        self.core.timers.run_due(now)
 
     def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
+        events = self.core.events
+        return events.popleft() if events else None
+
+    def resolved(self, name: str, addresses: frozenset[str]) -> None:
+        """What a host name resolved to (from the transport): the PBX's name and
+        ``trusted_sources`` become trusted addresses; a dialog peer's name, its addresses."""
+        self.core.resolved(name, addresses)
+
+    def accepts_from(self, host: str) -> bool:
+        """Whether anything from ``host`` is worth reading (the transport asks before it
+        traces a datagram or admits a TCP connection)."""
+        return not self.core.trust.closed or self._may_send(host)
 
     # ---------------------------------------------------------------- commands
     def register(self, now: float) -> None:
         if self.registration is None:
-            self.registration = Registration(self, self.settings.expires)
+            self.registration = Registration(self.core, self.settings.expires)
         self.registration.start(now)
 
     def unregister(self, now: float) -> None:
@@ -149,11 +174,15 @@ class UserAgent:
         """Ring ``targets``; returns the call's handle, used in every event about it."""
         if not targets:
             raise ValueError("no target to call")
+        if len(self.calls) >= MAX_CALLS:
+            raise RuntimeError(f"{MAX_CALLS} calls are up already")
         handle = self._new_handle()
         call = OutgoingCall(
-            self,
+            self.core,
             handle,
-            [self.target_uri(t) for t in targets],
+            [self.core.target_uri(t) for t in targets],
+            sdp_provider=self.sdp_provider,
+            on_done=self._forget_call,
             strategy=strategy,
             ring_timeout=ring_timeout,
             max_duration=max_duration if max_duration is not None else self.settings.max_duration,
@@ -185,103 +214,36 @@ class UserAgent:
     def active_calls(self) -> list[int]:
         return sorted(set(self.calls) | set(self.incoming))
 
-    # ---------------------------------------------------------------- helpers for the parts
-    def emit(self, event: Event) -> None:
-        self._events.append(event)
-
+    # ---------------------------------------------------------------- bookkeeping
     def _new_handle(self) -> int:
         self._handles += 1
         return self._handles
 
-    def new_call_id(self) -> str:
-        return f"{_random_token(12)}@pi-intercom"
-
-    def new_tag(self) -> str:
-        return _random_token(6)
-
-    def new_branch(self) -> str:
-        return "z9hG4bK" + _random_token(10)
-
-    def via(self, branch: str | None = None) -> str:
-        s = self.settings
-        transport = s.transport.upper()
-        branch = branch or self.new_branch()
-        return f"SIP/2.0/{transport} {s.local_host}:{s.local_port};rport;branch={branch}"
-
-    def contact_uri(self) -> SipUri:
-        s = self.settings
-        host = self._public_host or s.local_host
-        port = self._public_port or s.local_port
-        params: dict[str, str | None] = {}
-        if s.transport == "tcp":
-            params["transport"] = "tcp"
-        return SipUri("sip", s.username, host, port, params)
-
-    def contact(self) -> str:
-        return f"<{self.contact_uri()}>"
-
-    def learn_public_address(self, host: str | None, port: int | None) -> bool:
-        """Take the address the registrar saw (Via received/rport); True when it changed."""
-        new_host = host or self._public_host or self.settings.local_host
-        new_port = port or self._public_port or self.settings.local_port
-        old_host = self._public_host or self.settings.local_host
-        old_port = self._public_port or self.settings.local_port
-        if (new_host, new_port) == (old_host, old_port):
-            return False
-        log.info("the PBX sees this door at %s:%s; using it in Contact", new_host, new_port)
-        self._public_host, self._public_port = new_host, new_port
-        return True
-
-    def proxy_addr(self) -> Addr:
-        return self.settings.proxy
-
-    def addr_of(self, uri: SipUri) -> Addr:
-        """Where to send a request whose next hop is ``uri`` (no DNS SRV: the PBX is local)."""
-        default = 5061 if uri.scheme == "sips" else 5060
-        return (uri.host.strip("[]"), uri.port or default)
-
-    def target_uri(self, target: str) -> str:
-        target = target.strip()
-        if target.startswith(("sip:", "sips:")):
-            return target
-        return f"sip:{target}@{self.settings.domain}"
-
-    def from_header(self, tag: str) -> str:
-        s = self.settings
-        display = f'"{s.display_name}" ' if s.display_name else ""
-        return f"{display}<sip:{s.username}@{s.domain}>;tag={tag}"
-
-    def add_common_headers(self, req: SipRequest) -> None:
-        req.headers.add("User-Agent", self.settings.user_agent)
-        if req.method in ("INVITE", "REGISTER", "OPTIONS") or req.method == "UPDATE":
-            req.headers.add("Allow", ALLOW)
-
-    def send_request(
-        self,
-        req: SipRequest,
-        dest: Addr,
-        now: float,
-        on_response: ResponseHandler,
-        on_timeout: TimeoutHandler,
-    ) -> ClientTransaction:
-        return self.txns.send_request(req, dest, now, on_response, on_timeout)
-
-    def send_stateless(self, msg: SipRequest | SipResponse, dest: Addr) -> None:
-        self.outbox.send(msg.to_bytes(), dest)
-
-    def answer_stateless(self, req: SipRequest, addr: Addr, status: int, reason: str) -> None:
-        resp = response_to(req, status, reason, to_tag=self.new_tag() if status >= 200 else None)
-        resp.headers.add("Server", self.settings.user_agent)
-        self.outbox.send(resp.to_bytes(), addr)
-
-    def forget_call(self, handle: int) -> None:
+    def _forget_call(self, handle: int) -> None:
         self.calls.pop(handle, None)
         self.incoming.pop(handle, None)
 
+    def _may_send(self, host: str) -> bool:
+        """Whether a datagram from ``host`` is worth parsing while closed."""
+        core = self.core
+        return core.trust.trusts(host) or host in core.peer_hosts()
+
     # ---------------------------------------------------------------- dispatch
-    def _receive_response(self, resp: SipResponse, now: float) -> None:
-        txn = self.txns.match_response(resp)
+    def _receive_response(self, resp: SipResponse, addr: Addr, now: float) -> None:
+        core = self.core
+        txn = core.txns.match_response(resp)
         if txn is not None:
+            if addr[0] != txn.dest[0] and not core.trust.trusts(addr[0]):
+                # Right branch, wrong sender: someone who saw our request on the wire.
+                self.dropped += 1
+                core.limits.warning(
+                    "response-source",
+                    now,
+                    "dropped a response from %s to a request sent to %s",
+                    addr[0],
+                    txn.dest[0],
+                )
+                return
             txn.receive(resp, now)
             return
         method = resp.cseq[1]
@@ -299,15 +261,19 @@ class UserAgent:
         log.debug("dropped a response that matches no transaction: %s %s", resp.status, method)
 
     def _receive_request(self, req: SipRequest, addr: Addr, now: float) -> None:
+        core = self.core
         self._stamp_via(req, addr)
-        txn = self.txns.match_request(req)
+        txn = core.txns.match_request(req)
         if txn is not None:
-            txn.retransmitted(req, now)
+            if addr[0] == txn.source[0]:
+                txn.retransmitted(req, now)
+            else:
+                self.dropped += 1  # the same branch from elsewhere: not a retransmission
             return
         to_tag = NameAddr.parse(req.to).tag
         NameAddr.parse(req.from_)  # a malformed From is refused before any state is made
         if req.method == "ACK":
-            session = self._find_session(req)
+            session = self._find_session(req, addr)
             if session is not None:
                 session.ack_received(req, now)
             return
@@ -315,59 +281,111 @@ class UserAgent:
             self._receive_cancel(req, addr, now)
             return
         if to_tag:
-            session = self._find_session(req)
-            server = self.txns.create_server(req, addr)
+            session = self._find_session(req, addr)
             if session is None:
-                server.respond(response_to(req, 481, "Call/Transaction Does Not Exist"), now)
-            else:
-                session.handle_request(req, server, now)
+                self._stateless(req, addr, 481, "Call/Transaction Does Not Exist")
+                return
+            if core.txns.full(server=True):
+                self._overloaded(req, addr, now)
+                return
+            session.handle_request(req, core.txns.create_server(req, addr, now), now)
             return
-        server = self.txns.create_server(req, addr)
+        if core.trust.closed and not core.trust.trusts(addr[0]):
+            # A dialog's peer may answer and send inside its dialog, but a new request
+            # outside one comes only from the PBX.
+            self.untrusted += 1
+            core.limits.info(
+                "untrusted", now, "dropped a %s from %s: not the PBX", req.method, addr[0]
+            )
+            return
         if req.method == "INVITE":
-            self._receive_invite(req, server, now)
+            self._receive_invite(req, addr, now)
         elif req.method == "OPTIONS":
-            resp = response_to(req, 200, "OK", to_tag=self.new_tag())
+            resp = response_to(req, 200, "OK", to_tag=core.stateless_tag(req))
             resp.headers.add("Allow", ALLOW)
             resp.headers.add("Accept", "application/sdp")
             resp.headers.add("Supported", "")
             resp.headers.add("Server", self.settings.user_agent)
-            server.respond(resp, now)
+            core.outbox.send(resp.to_bytes(), addr)
         elif req.method == "BYE":
-            server.respond(response_to(req, 481, "Call/Transaction Does Not Exist"), now)
+            self._stateless(req, addr, 481, "Call/Transaction Does Not Exist")
         else:
-            resp = response_to(req, 501, "Not Implemented", to_tag=self.new_tag())
-            resp.headers.add("Allow", ALLOW)
-            server.respond(resp, now)
+            self._stateless(req, addr, 501, "Not Implemented", allow=True)
 
-    def _receive_invite(self, req: SipRequest, server: object, now: float) -> None:
-        handle = self._new_handle()
+    def _receive_invite(self, req: SipRequest, addr: Addr, now: float) -> None:
+        core = self.core
         busy = bool(self.calls) or any(i.active for i in self.incoming.values())
-        incoming = IncomingInvite(self, handle, req, server, now, busy=busy)  # type: ignore[arg-type]
+        refusal = IncomingInvite.refusal(core, req, addr, busy=busy)
+        if refusal is not None:
+            status, reason, why = refusal
+            core.limits.info(
+                f"refused-{status}", now, "incoming call from %s refused: %s", addr[0], why
+            )
+            self._stateless(req, addr, status, reason)
+            return
+        if core.txns.full(server=True):
+            self._overloaded(req, addr, now)
+            return
+        handle = self._new_handle()
+        server = core.txns.create_server(req, addr, now)
+        incoming = IncomingInvite(
+            core,
+            handle,
+            req,
+            server,
+            now,
+            sdp_provider=self.sdp_provider,
+            on_done=self._forget_call,
+        )
         if incoming.active:
             self.incoming[handle] = incoming
 
     def _receive_cancel(self, req: SipRequest, addr: Addr, now: float) -> None:
-        invite_txn = self.txns.invite_server_for_cancel(req)
-        server = self.txns.create_server(req, addr)
-        if invite_txn is None:
-            server.respond(response_to(req, 481, "Call/Transaction Does Not Exist"), now)
+        core = self.core
+        invite_txn = core.txns.invite_server_for_cancel(req)
+        if invite_txn is None or invite_txn.source[0] != addr[0]:
+            self._stateless(req, addr, 481, "Call/Transaction Does Not Exist")
             return
-        server.respond(response_to(req, 200, "OK"), now)
+        core.outbox.send(response_to(req, 200, "OK").to_bytes(), addr)
         for incoming in list(self.incoming.values()):
             if incoming.server is invite_txn:
                 incoming.cancelled(now)
 
-    def _find_session(self, req: SipRequest) -> Session | None:
+    def _find_session(self, req: SipRequest, addr: Addr) -> Session | None:
+        """The session a request belongs to, if it came from that dialog's other end."""
         to_tag = NameAddr.parse(req.to).tag or ""
         from_tag = NameAddr.parse(req.from_).tag or ""
-        return self.sessions.get((req.call_id, to_tag, from_tag))
+        party = self.core.sessions.get((req.call_id, to_tag, from_tag))
+        if not isinstance(party, Session):
+            return None
+        if addr[0] not in party.peer_hosts() and not self.core.trust.trusts(addr[0]):
+            return None  # right tags, wrong sender
+        return party
+
+    def _stateless(
+        self, req: SipRequest, addr: Addr, status: int, reason: str, *, allow: bool = False
+    ) -> None:
+        """Answer once, keep nothing: a refusal must cost the door no memory and no resends."""
+        resp = response_to(req, status, reason, to_tag=self.core.stateless_tag(req))
+        if allow:
+            resp.headers.add("Allow", ALLOW)
+        resp.headers.add("Server", self.settings.user_agent)
+        self.core.outbox.send(resp.to_bytes(), addr)
+
+    def _overloaded(self, req: SipRequest, addr: Addr, now: float) -> None:
+        self.core.limits.warning(
+            "overloaded", now, "too many SIP transactions at once: refusing %s", req.method
+        )
+        resp = response_to(req, 503, "Service Unavailable", to_tag=self.core.stateless_tag(req))
+        resp.headers.add("Retry-After", "5")
+        self.core.outbox.send(resp.to_bytes(), addr)
 
     def _stamp_via(self, req: SipRequest, addr: Addr) -> None:
         """RFC 3261 18.2.1 and RFC 3581: record where the request really came from."""
         vias = req.headers.get_all("Via")
         try:
             top = Via.parse(vias[0])
-        except (IndexError, ParseError):
+        except (IndexError, ProtocolError):
             raise RemoteProtocolError("request without a usable Via") from None
         params = dict(top.params)
         changed = False
@@ -385,28 +403,26 @@ class UserAgent:
             req.headers.items[0:0] = [("Via", new_top), *[("Via", v) for v in rest]]
 
     def _maybe_answer_400(self, data: bytes, addr: Addr, exc: RemoteProtocolError) -> None:
-        """RFC 3261 16.3/8.2: a request that parses far enough gets its 400 (or 513) answer."""
+        """RFC 3261 16.3/8.2: a request that parses far enough gets its 400 (or 513) answer.
+
+        Once, statelessly, with only the headers a response must copy: never larger than what
+        came in, so it amplifies nothing.
+        """
         if data.startswith(b"SIP/") or (b"\nVia:" not in data and b"\nv:" not in data):
             return
-        try:
-            text = data.decode("utf-8", "replace")
-            head = text.split("\r\n\r\n", 1)[0].split("\r\n")
-            request_line = head[0].split()
-            if len(request_line) != 3 or request_line[0] == "ACK":
-                return
-            resp = SipResponse(status=exc.status_hint, reason="Bad Request")
-            if exc.status_hint == 513:
-                resp.reason = "Message Too Large"
-            wanted = {"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"}
-            for line in head[1:]:
-                name, sep, value = line.partition(":")
-                if sep and name.strip().lower() in wanted:
-                    resp.headers.add(name.strip(), value.strip())
-            if not resp.headers.get("Via"):
-                return
-            self.outbox.send(resp.to_bytes(), addr)
-        except Exception:  # pragma: no cover - best effort on garbage
+        text = data[:8192].decode("utf-8", "replace")
+        head = text.split("\r\n\r\n", 1)[0].split("\r\n")
+        request_line = head[0].split()
+        if len(request_line) != 3 or request_line[0] == "ACK":
             return
-
-    def registration_event_pending(self) -> bool:
-        return any(isinstance(e, RegistrationChanged) for e in self._events)
+        resp = SipResponse(status=exc.status_hint, reason="Bad Request")
+        if exc.status_hint == 513:
+            resp.reason = "Message Too Large"
+        wanted = {"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"}
+        for line in head[1:40]:
+            name, sep, value = line.partition(":")
+            if sep and name.strip().lower() in wanted and value.strip().isprintable():
+                resp.headers.add(name.strip(), value.strip())
+        if not resp.headers.get("Via"):
+            return
+        self.core.outbox.send(resp.to_bytes(), addr)

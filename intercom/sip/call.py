@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import enum
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-from intercom.errors import AuthError, RemoteProtocolError
+from intercom.errors import AuthError, LocalProtocolError, RemoteProtocolError
 from intercom.sip.auth import parse_challenge
+from intercom.sip.core import SdpProvider, SipCore
 from intercom.sip.dialog import Dialog
 from intercom.sip.events import CallAnswered, CallCalling, CallEnded, CallRinging, end_reason_for
 from intercom.sip.message import SipRequest, SipResponse
 from intercom.sip.session import Session
 from intercom.sip.transaction import T1, ClientTransaction
-
-if TYPE_CHECKING:
-    from intercom.sip.agent import UserAgent
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +48,11 @@ _REASON_RANK = ["busy", "rejected", "unavailable", "not_found", "auth_failed", "
 class Leg:
     def __init__(self, call: OutgoingCall, target: str) -> None:
         self.call = call
-        self.agent = call.agent
+        self.core = call.core
         self.target = target
         self.state = LegState.CALLING
-        self.call_id = self.agent.new_call_id()
-        self.tag = self.agent.new_tag()
+        self.call_id = self.core.new_call_id()
+        self.tag = self.core.new_tag()
         self.cseq = 0
         self.invite: SipRequest | None = None
         self.txn: ClientTransaction | None = None
@@ -64,30 +62,28 @@ class Leg:
 
     def _go(self, new: LegState) -> None:
         if new not in LEG_TRANSITIONS[self.state]:
-            raise AssertionError(f"leg: no transition {self.state.value} -> {new.value}")
+            raise LocalProtocolError(f"leg: no transition {self.state.value} -> {new.value}")
         self.state = new
 
     # ---------------------------------------------------------------- INVITE
     def start(self, now: float, auth: tuple[str, str] | None = None) -> None:
-        agent = self.agent
+        core = self.core
         self.cseq += 1
         req = SipRequest(method="INVITE", uri=self.target)
-        req.headers.add("Via", agent.via())
+        req.headers.add("Via", core.via())
         req.headers.add("Max-Forwards", "70")
-        req.headers.add("From", agent.from_header(self.tag))
+        req.headers.add("From", core.from_header(self.tag))
         req.headers.add("To", f"<{self.target}>")
         req.headers.add("Call-ID", self.call_id)
         req.headers.add("CSeq", f"{self.cseq} INVITE")
-        req.headers.add("Contact", agent.contact())
+        req.headers.add("Contact", core.contact())
         if auth is not None:
             req.headers.add(*auth)
-        agent.add_common_headers(req)
+        core.add_common_headers(req)
         req.headers.add("Content-Type", "application/sdp")
         req.body = self.call.local_sdp
         self.invite = req
-        self.txn = agent.send_request(
-            req, agent.proxy_addr(), now, self._on_response, self._timeout
-        )
+        self.txn = core.send_request(req, core.proxy_addr(), now, self._on_response, self._timeout)
 
     def _on_response(self, resp: SipResponse, now: float) -> None:
         status = resp.status
@@ -119,19 +115,21 @@ class Leg:
     def _retry_with_auth(self, resp: SipResponse, now: float) -> bool:
         proxy = resp.status == 407
         value = resp.headers.get("Proxy-Authenticate" if proxy else "WWW-Authenticate")
-        digest = self.agent.digest
+        digest = self.core.digest
         if value is None or digest is None:
             return False
         try:
             challenge = parse_challenge(value, proxy=proxy)
+            if not self.core.may_answer(challenge, self.core.proxy_addr(), now):
+                return False
+            if not digest.should_retry(challenge, self.auth_failures):
+                return False
+            header = digest.authorize(challenge, "INVITE", self.target)
         except AuthError as exc:
             log.warning("cannot answer the PBX's challenge: %s", exc)
             return False
-        if not digest.should_retry(challenge, self.auth_failures):
-            return False
         if not challenge.stale:
             self.auth_failures += 1
-        header = digest.authorize(challenge, "INVITE", self.target)
         # Same Call-ID and From tag, CSeq plus one, a new branch (RFC 3261 22.2).
         self.start(now, (digest.header_name(challenge), header))
         return True
@@ -143,8 +141,8 @@ class Leg:
         except RemoteProtocolError as exc:
             log.warning("unusable 2xx from %s: %s", self.target, exc)
             return
-        existing = self.agent.sessions.get(dialog.key)
-        if existing is not None:
+        existing = self.core.sessions.get(dialog.key)
+        if isinstance(existing, Session):
             existing.resend_ack()  # a retransmitted 2xx: our ACK was lost
             return
         first = self.state in (LegState.CALLING, LegState.RINGING)
@@ -152,10 +150,17 @@ class Leg:
             self._go(LegState.ANSWERED)
             self._clear_guard()
         session = Session(
-            self.agent, self.call.handle, dialog, self.call.local_sdp, resp.body, self.call.ended_by
+            self.core,
+            self.call.handle,
+            dialog,
+            self.call.local_sdp,
+            resp.body,
+            self.call.ended_by,
+            sdp_provider=self.call.sdp_provider,
         )
+        entered = self.core.add_session(session)
         session.send_ack(now)
-        if first and self.call.accept_answer(self, session, resp, now):
+        if entered and first and self.call.accept_answer(self, session, resp, now):
             return
         # The 200 crossed our CANCEL, another phone was first, or a second fork answered:
         # ACK it, then BYE, so that no phone is left off the hook.
@@ -184,7 +189,7 @@ class Leg:
         else:
             return
         # Whatever happens, this leg is over within 64*T1 (RFC 3261 9.1).
-        self._guard = self.agent.timers.call_at(now + 64 * T1, self._give_up)
+        self._guard = self.core.timers.call_at(now + 64 * T1, self._give_up)
 
     def _send_cancel(self, now: float) -> None:
         self._cancel_due = False
@@ -199,9 +204,9 @@ class Leg:
         cancel.headers.add("To", invite.to)
         cancel.headers.add("Call-ID", invite.call_id)
         cancel.headers.add("CSeq", f"{invite.cseq[0]} CANCEL")
-        self.agent.add_common_headers(cancel)
-        self.agent.send_request(
-            cancel, self.agent.proxy_addr(), now, lambda r, n: None, lambda n: None
+        self.core.add_common_headers(cancel)
+        self.core.send_request(
+            cancel, self.core.proxy_addr(), now, lambda r, n: None, lambda n: None
         )
 
     def _give_up(self, now: float) -> None:
@@ -213,7 +218,7 @@ class Leg:
             self.call.leg_failed(self, 408, "cancelled", now)
 
     def _clear_guard(self) -> None:
-        self.agent.timers.cancel(self._guard)
+        self.core.timers.cancel(self._guard)
         self._guard = None
 
     def _done(self, now: float) -> None:
@@ -230,17 +235,21 @@ class Leg:
 class OutgoingCall:
     def __init__(
         self,
-        agent: UserAgent,
+        core: SipCore,
         handle: int,
         targets: list[str],
         *,
+        sdp_provider: SdpProvider,
+        on_done: Callable[[int], None],
         strategy: str,
         ring_timeout: float,
         max_duration: float,
     ) -> None:
         if strategy not in ("parallel", "sequential"):
             raise ValueError(f"unknown strategy {strategy!r}")
-        self.agent = agent
+        self.core = core
+        self.sdp_provider = sdp_provider
+        self.on_done = on_done
         self.handle = handle
         self.targets = targets
         self.strategy = strategy
@@ -261,7 +270,7 @@ class OutgoingCall:
 
     # ---------------------------------------------------------------- lifecycle
     def start(self, now: float) -> None:
-        sdp = self.agent.sdp_provider(self.handle, None)
+        sdp = self.sdp_provider(self.handle, None)
         if sdp is None:
             self._end("error", None, None, now)
             return
@@ -276,15 +285,15 @@ class OutgoingCall:
         target = self.pending.pop(0)
         leg = Leg(self, target)
         self.legs.append(leg)
-        self.agent.emit(CallCalling(self.handle, target))
+        self.core.emit(CallCalling(self.handle, target))
         self._arm_ring_timer(now)
         leg.start(now)
 
     def _arm_ring_timer(self, now: float) -> None:
         if self.strategy == "parallel" and self._ring_timer is not None:
             return  # one timer for all targets
-        self.agent.timers.cancel(self._ring_timer)
-        self._ring_timer = self.agent.timers.call_at(now + self.ring_timeout, self._ring_expired)
+        self.core.timers.cancel(self._ring_timer)
+        self._ring_timer = self.core.timers.call_at(now + self.ring_timeout, self._ring_expired)
 
     def _ring_expired(self, now: float) -> None:
         self._ring_timer = None
@@ -314,7 +323,7 @@ class OutgoingCall:
     # ---------------------------------------------------------------- from the legs
     def leg_ringing(self, leg: Leg, code: int) -> None:
         if not self.ended and self.session is None:
-            self.agent.emit(CallRinging(self.handle, leg.target, code))
+            self.core.emit(CallRinging(self.handle, leg.target, code))
 
     def accept_answer(self, leg: Leg, session: Session, resp: SipResponse, now: float) -> bool:
         """The first answer wins; False tells the leg to hang up again."""
@@ -322,12 +331,12 @@ class OutgoingCall:
             return False
         self.session = session
         self.winner = leg
-        self.agent.timers.cancel(self._ring_timer)
+        self.core.timers.cancel(self._ring_timer)
         self.pending.clear()
         for other in self.legs:
             if other is not leg:
                 other.cancel(now)
-        self.agent.emit(
+        self.core.emit(
             CallAnswered(self.handle, leg.target, resp.status, self.local_sdp, resp.body)
         )
         session.arm_max_duration(now, self.max_duration)
@@ -358,7 +367,7 @@ class OutgoingCall:
     def leg_finished(self, leg: Leg, now: float) -> None:
         idle = all(not o.active and o.state is not LegState.ANSWERED for o in self.legs)
         if idle and self.ended:
-            self.agent.forget_call(self.handle)
+            self.on_done(self.handle)
 
     def _end_with_failures(self, now: float) -> None:
         if not self.failures:
@@ -374,10 +383,10 @@ class OutgoingCall:
         if self.ended:
             return
         self.ended = True
-        self.agent.timers.cancel(self._ring_timer)
-        self.agent.emit(CallEnded(self.handle, reason, code, target))
+        self.core.timers.cancel(self._ring_timer)
+        self.core.emit(CallEnded(self.handle, reason, code, target))
         if not any(leg.active or leg.state is LegState.ANSWERED for leg in self.legs):
-            self.agent.forget_call(self.handle)
+            self.on_done(self.handle)
 
     def stray_2xx(self, resp: SipResponse, now: float) -> None:
         """A 2xx whose INVITE transaction is gone: ACK it, and hang up if it is not the call."""

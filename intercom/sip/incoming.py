@@ -1,26 +1,29 @@
 """Incoming calls to the door, sans-I/O.
 
 Only callers listed in ``incoming.allow`` ring; anyone else gets 403, and everyone gets 486 while a
-call is up. The caller's identity comes from the From header, which anybody can forge, so nothing
-here opens a door: identity only decides whether the door answers.
+call is up. Those refusals are decided before anything is kept (:meth:`IncomingInvite.refusal`)
+and sent once, statelessly, by the agent: a refused caller costs the door no memory and no
+retransmissions. The caller's identity comes from the From header, which anybody can forge, so
+an entry without a host (``620``) matches only a call that came from the PBX's address (see
+:mod:`intercom.sip.trust`), and nothing here opens a door: identity only decides whether the
+door answers. An incoming call that is never answered (``answer_after: null``) rings for at most
+``incoming_ring_limit`` seconds, then gets 480.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-from intercom.errors import ParseError, RemoteProtocolError
+from intercom.errors import LocalProtocolError, ParseError, RemoteProtocolError
 from intercom.sip.address import NameAddr
+from intercom.sip.core import SdpProvider, SipCore
 from intercom.sip.dialog import Dialog
 from intercom.sip.events import CallAnswered, CallEnded, IncomingCall
 from intercom.sip.message import SipRequest
 from intercom.sip.session import Session
-from intercom.sip.transaction import ServerTransaction, response_to
-
-if TYPE_CHECKING:
-    from intercom.sip.agent import UserAgent
+from intercom.sip.transaction import Addr, ServerTransaction, response_to
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +34,21 @@ class InState(enum.Enum):
     DONE = "done"
 
 
-def caller_allowed(caller: NameAddr, allow: tuple[str, ...]) -> bool:
-    """Match a caller against ``incoming.allow`` entries: user names or full SIP URIs."""
+I = InState  # noqa: E741
+#: Allowed changes of an incoming call's state, the single source for code and diagram.
+TRANSITIONS: dict[InState, frozenset[InState]] = {
+    I.RINGING: frozenset({I.ANSWERED, I.DONE}),
+    I.ANSWERED: frozenset({I.DONE}),
+    I.DONE: frozenset(),
+}
+
+
+def caller_allowed(caller: NameAddr, allow: tuple[str, ...], *, via_pbx: bool) -> bool:
+    """Match a caller against ``incoming.allow`` entries: user names or full SIP URIs.
+
+    A bare user name says "this extension of my PBX", so it matches only when the call came
+    from the PBX (``via_pbx``); a full URI is compared user and host.
+    """
     user = caller.uri.user or ""
     for entry in allow:
         entry = entry.strip()
@@ -43,57 +59,71 @@ def caller_allowed(caller: NameAddr, allow: tuple[str, ...]) -> bool:
                 continue
             if (allowed.user, allowed.host.lower()) == (user, caller.uri.host.lower()):
                 return True
-        elif entry == user:
+        elif entry == user and via_pbx:
             return True
     return False
 
 
 class IncomingInvite:
+    @staticmethod
+    def refusal(
+        core: SipCore, invite: SipRequest, source: Addr, *, busy: bool
+    ) -> tuple[int, str, str] | None:
+        """Why this INVITE is refused, as (status, reason phrase, log text), or None to ring."""
+        try:
+            caller = NameAddr.parse(invite.from_)
+            # Checked now, not when the answer timer fires: no dialog without From tag, Contact.
+            Dialog.from_uas(invite, "check")
+        except RemoteProtocolError as exc:
+            return 400, "Bad Request", str(exc)
+        if busy:
+            return 486, "Busy Here", "busy"
+        via_pbx = core.trust.trusts(source[0])
+        if not caller_allowed(caller, core.settings.allow_incoming, via_pbx=via_pbx):
+            return 403, "Forbidden", "not in incoming.allow"
+        return None
+
     def __init__(
         self,
-        agent: UserAgent,
+        core: SipCore,
         handle: int,
         invite: SipRequest,
         server: ServerTransaction,
         now: float,
         *,
-        busy: bool,
+        sdp_provider: SdpProvider,
+        on_done: Callable[[int], None],
     ) -> None:
-        self.agent = agent
+        self.core = core
         self.handle = handle
         self.invite = invite
         self.server = server
-        self.state = InState.DONE
-        self.tag = agent.new_tag()
+        self.sdp_provider = sdp_provider
+        self.on_done = on_done
+        self.tag = core.new_tag()
         self.session: Session | None = None
-        self._answer_timer: int | None = None
-        caller = NameAddr.parse(invite.from_)
-        self.caller = str(caller.uri.without_params())
-        allowed = caller_allowed(caller, agent.settings.allow_incoming)
-        try:
-            # Checked now, not when the answer timer fires: no dialog without From tag and Contact.
-            self._dialog: Dialog | None = Dialog.from_uas(invite, self.tag)
-        except RemoteProtocolError as exc:
-            self._final(400, "Bad Request", now)
-            log.info("incoming call from %s refused: %s", self.caller, exc)
-            return
-        if busy:
-            self._final(486, "Busy Here", now)
-            log.info("incoming call from %s refused: busy", self.caller)
-            return
-        if not allowed:
-            self._final(403, "Forbidden", now)
-            log.info("incoming call from %s refused: not in incoming.allow", self.caller)
-            return
+        self._timer: int | None = None
+        self.caller = str(NameAddr.parse(invite.from_).uri.without_params())
+        self._dialog = Dialog.from_uas(invite, self.tag)
+        self._source = server.source
         self.state = InState.RINGING
         server.respond(response_to(invite, 100, "Trying"), now)
         ringing = response_to(invite, 180, "Ringing", to_tag=self.tag)
-        ringing.headers.add("Contact", agent.contact())
+        ringing.headers.add("Contact", core.contact())
         server.respond(ringing, now)
-        agent.emit(IncomingCall(handle, self.caller, True))
-        delay = agent.settings.answer_after
+        core.emit(IncomingCall(handle, self.caller, True))
+        delay = core.settings.answer_after
         if delay is not None:
-            self._answer_timer = agent.timers.call_at(now + delay, self.answer)
+            self._timer = core.timers.call_at(now + delay, self.answer)
+        else:
+            self._timer = core.timers.call_at(
+                now + core.settings.incoming_ring_limit, self._ring_limit
+            )
+
+    def _go(self, new: InState) -> None:
+        if new not in TRANSITIONS[self.state]:
+            raise LocalProtocolError(f"incoming call: no transition {self.state} -> {new}")
+        self.state = new
 
     @property
     def active(self) -> bool:
@@ -105,32 +135,50 @@ class IncomingInvite:
     def answer(self, now: float) -> None:
         if self.state is not InState.RINGING:
             return
+        core = self.core
         offer = self.invite.body or None
-        sdp = self.agent.sdp_provider(self.handle, offer)
+        sdp = self.sdp_provider(self.handle, offer)
         if sdp is None:
             self._final(488, "Not Acceptable Here", now)
             self._end("error", 488, now)
             return
-        dialog = self._dialog
-        assert dialog is not None
-        self.state = InState.ANSWERED
-        self.session = Session(self.agent, self.handle, dialog, sdp, self.invite.body, self._ended)
+        session = Session(
+            core,
+            self.handle,
+            self._dialog,
+            sdp,
+            self.invite.body,
+            self._end,
+            sdp_provider=self.sdp_provider,
+            source=self._source,
+        )
+        if not core.add_session(session):
+            self._final(503, "Service Unavailable", now)
+            self._end("error", 503, now)
+            return
+        self._go(InState.ANSWERED)
+        self.session = session
+        core.timers.cancel(self._timer)
         resp = response_to(self.invite, 200, "OK", to_tag=self.tag)
-        resp.headers.add("Contact", self.agent.contact())
+        resp.headers.add("Contact", core.contact())
         resp.headers.add("Content-Type", "application/sdp")
         resp.body = sdp
-        self.session.send_2xx_until_acked(self.server, resp, now)
-        self.session.arm_max_duration(now, self.agent.settings.max_duration)
+        session.send_2xx_until_acked(self.server, resp, now)
+        session.arm_max_duration(now, core.settings.max_duration)
         if offer is None:
             # Delayed offer: the call is up (media-wise) once the ACK brings the answer.
-            self.session.awaiting_answer = True
-            self.session.on_answer = lambda body, _t: self.agent.emit(
+            session.awaiting_answer = True
+            session.on_answer = lambda body, _t: core.emit(
                 CallAnswered(self.handle, self.caller, 200, sdp, body, incoming=True)
             )
             return
-        self.agent.emit(
-            CallAnswered(self.handle, self.caller, 200, sdp, self.invite.body, incoming=True)
-        )
+        core.emit(CallAnswered(self.handle, self.caller, 200, sdp, self.invite.body, incoming=True))
+
+    def _ring_limit(self, now: float) -> None:
+        if self.state is InState.RINGING:
+            log.info("incoming call from %s rang unanswered for too long: ending it", self.caller)
+            self._final(480, "Temporarily Unavailable", now)
+            self._end("no_answer", None, now)
 
     def hangup(self, now: float, reason: str = "local_hangup") -> None:
         if self.state is InState.RINGING:
@@ -144,13 +192,10 @@ class IncomingInvite:
             self._final(487, "Request Terminated", now)
             self._end("cancelled", 487, now)
 
-    def _ended(self, reason: str, code: int | None, now: float) -> None:
-        self._end(reason, code, now)
-
     def _end(self, reason: str, code: int | None, now: float) -> None:
         if self.state is InState.DONE:
             return
-        self.state = InState.DONE
-        self.agent.timers.cancel(self._answer_timer)
-        self.agent.emit(CallEnded(self.handle, reason, code, self.caller))
-        self.agent.forget_call(self.handle)
+        self._go(InState.DONE)
+        self.core.timers.cancel(self._timer)
+        self.core.emit(CallEnded(self.handle, reason, code, self.caller))
+        self.on_done(self.handle)

@@ -3,22 +3,25 @@
 Re-INVITEs in the middle of a call are routine (hold, transfer, Asterisk's ``direct_media``): each
 gets its own 200 with our SDP in a new transaction and never drops the call. The ACK for a 2xx is
 end-to-end, built from the dialog, and re-sent whenever the 2xx is.
+
+A session knows the addresses of the dialog's other end (:meth:`Session.peer_hosts`): the agent
+takes requests of the dialog only from there (or the PBX), so a SIP INFO with DTMF, a BYE or a
+re-INVITE that moves the audio cannot come from a stranger who guessed or sniffed the tags. A
+401/407 to one of our requests is answered only when the request went to the PBX
+(:meth:`~intercom.sip.core.SipCore.may_answer`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from intercom.errors import AuthError
 from intercom.sip.auth import parse_challenge
+from intercom.sip.core import ALLOW, SdpProvider, SipCore
 from intercom.sip.dialog import Dialog
 from intercom.sip.events import CallUpdated, InfoReceived
 from intercom.sip.message import SipRequest, SipResponse
-from intercom.sip.transaction import T1, T2, ServerTransaction, response_to
-
-if TYPE_CHECKING:
-    from intercom.sip.agent import UserAgent
+from intercom.sip.transaction import T1, T2, Addr, ServerTransaction, response_to
 
 #: Called once when the session ends: (reason, SIP code or None, now).
 EndHandler = Callable[[str, int | None, float], None]
@@ -27,16 +30,25 @@ EndHandler = Callable[[str, int | None, float], None]
 class Session:
     def __init__(
         self,
-        agent: UserAgent,
+        core: SipCore,
         handle: int,
         dialog: Dialog,
         local_sdp: bytes,
         remote_sdp: bytes,
         on_end: EndHandler,
+        *,
+        sdp_provider: SdpProvider,
+        source: Addr | None = None,
     ) -> None:
-        self.agent = agent
+        """``source`` is where the dialog's INVITE came from (an incoming call), if anywhere.
+
+        The creator enters the session into ``core.sessions`` (``core.add_session``).
+        """
+        self.core = core
+        self.sdp_provider = sdp_provider
         self.handle = handle
         self.dialog = dialog
+        self._source_host = source[0] if source is not None else None
         self.local_sdp = local_sdp
         self.remote_sdp = remote_sdp
         self.on_end = on_end
@@ -51,19 +63,38 @@ class Session:
         #: Our 2xx carried an offer (the INVITE had none): the answer comes in the ACK.
         self.awaiting_answer = False
         self.on_answer: Callable[[bytes, float], None] | None = None
-        agent.sessions[dialog.key] = self
+
+        self._peers = self._find_peers()
+
+    def peer_hosts(self) -> frozenset[str]:
+        """Where the dialog's other end sends from: its first route or remote target, and the
+        source of its INVITE. Only these (and the PBX) may send requests of this dialog."""
+        return self._peers
+
+    def _find_peers(self) -> frozenset[str]:
+        hosts = {
+            self.core.addr_of(self.dialog.next_hop())[0],
+            self.dialog.remote_target.host.strip("[]"),
+        }
+        if self._source_host is not None:
+            hosts.add(self._source_host)
+        return frozenset(hosts)
+
+    def _update_target(self, msg: SipRequest | SipResponse) -> None:
+        self.dialog.update_target(msg)
+        self._peers = self._find_peers()
 
     # ---------------------------------------------------------------- UAC side
     def send_ack(self, now: float) -> None:
         """ACK our INVITE's 2xx: To tag of the 2xx, to its Contact, through the route set."""
         ack = self.dialog.request("ACK", cseq=self.dialog.local_seq)
-        ack.headers.items.insert(0, ("Via", self.agent.via()))
+        ack.headers.items.insert(0, ("Via", self.core.via()))
         self._ack = ack.to_bytes()
-        self.agent.outbox.send(self._ack, self.agent.addr_of(self.dialog.next_hop()))
+        self.core.outbox.send(self._ack, self.core.addr_of(self.dialog.next_hop()))
 
     def resend_ack(self) -> None:
         if self._ack is not None:
-            self.agent.outbox.send(self._ack, self.agent.addr_of(self.dialog.next_hop()))
+            self.core.outbox.send(self._ack, self.core.addr_of(self.dialog.next_hop()))
 
     # ---------------------------------------------------------------- UAS side
     def send_2xx_until_acked(
@@ -78,8 +109,8 @@ class Session:
         self._arm_retx(now + T1)
 
     def _arm_retx(self, when: float) -> None:
-        self.agent.timers.cancel(self._retx_timer)
-        self._retx_timer = self.agent.timers.call_at(when, self._retransmit_2xx)
+        self.core.timers.cancel(self._retx_timer)
+        self._retx_timer = self.core.timers.call_at(when, self._retransmit_2xx)
 
     def _retransmit_2xx(self, now: float) -> None:
         if self._pending_2xx is None or self.ended:
@@ -91,14 +122,14 @@ class Session:
         # Regardless of transport (RFC 3261 13.3.1.4): the 2xx is end-to-end, and a proxy may
         # carry it over UDP further on.
         assert self._pending_dest is not None
-        self.agent.outbox.send(self._pending_2xx, self._pending_dest)
+        self.core.outbox.send(self._pending_2xx, self._pending_dest)
         self._retx_interval = min(self._retx_interval * 2, T2)
         # Give up at 64*T1 sharp, not at the first retransmission after it.
         self._arm_retx(min(now + self._retx_interval, self._retx_deadline))
 
     def ack_received(self, ack: SipRequest, now: float) -> None:
         self._pending_2xx = None
-        self.agent.timers.cancel(self._retx_timer)
+        self.core.timers.cancel(self._retx_timer)
         if self.awaiting_answer and ack.body:
             # Delayed offer: our 200 carried the offer, the ACK carries the answer.
             self.awaiting_answer = False
@@ -106,7 +137,7 @@ class Session:
             if self.on_answer is not None:
                 self.on_answer(ack.body, now)
             else:
-                self.agent.emit(CallUpdated(self.handle, ack.body))
+                self.core.emit(CallUpdated(self.handle, ack.body))
 
     # ---------------------------------------------------------------- requests in the dialog
     def handle_request(self, req: SipRequest, server: ServerTransaction, now: float) -> None:
@@ -123,7 +154,7 @@ class Session:
         elif method == "INVITE":
             self._reinvite(req, server, now)
         elif method == "UPDATE":
-            self.dialog.update_target(req)
+            self._update_target(req)
             resp = response_to(req, 200, "OK")
             if req.body:
                 if not self._take_offer(req, server, now):
@@ -133,10 +164,10 @@ class Session:
         elif method == "INFO":
             server.respond(response_to(req, 200, "OK"), now)
             ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            self.agent.emit(InfoReceived(self.handle, ctype, req.body))
+            self.core.emit(InfoReceived(self.handle, ctype, req.body))
         elif method == "OPTIONS":
             resp = response_to(req, 200, "OK")
-            resp.headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE")
+            resp.headers.add("Allow", ALLOW)
             server.respond(resp, now)
         else:
             server.respond(response_to(req, 501, "Not Implemented"), now)
@@ -148,7 +179,7 @@ class Session:
             resp.headers.add("Retry-After", "1")
             server.respond(resp, now)
             return
-        self.dialog.update_target(req)
+        self._update_target(req)
         if req.body:
             if not self._take_offer(req, server, now):
                 return
@@ -163,17 +194,17 @@ class Session:
 
         False when no codec is shared: the request got its 488 and the call goes on unchanged.
         """
-        answer = self.agent.sdp_provider(self.handle, req.body)
+        answer = self.sdp_provider(self.handle, req.body)
         if answer is None:
             server.respond(response_to(req, 488, "Not Acceptable Here"), now)
             return False
         self.local_sdp = answer
         self.remote_sdp = req.body
-        self.agent.emit(CallUpdated(self.handle, req.body))
+        self.core.emit(CallUpdated(self.handle, req.body))
         return True
 
     def _with_sdp(self, resp: SipResponse, sdp: bytes) -> SipResponse:
-        resp.headers.add("Contact", self.agent.contact())
+        resp.headers.add("Contact", self.core.contact())
         resp.headers.add("Content-Type", "application/sdp")
         resp.body = sdp
         return resp
@@ -187,33 +218,37 @@ class Session:
 
     def _send_in_dialog(self, req: SipRequest, now: float, *, retried: bool = False) -> None:
         """Send a request of this dialog; answer one 401/407 challenge with credentials."""
-        req.headers.items.insert(0, ("Via", self.agent.via()))
+        req.headers.items.insert(0, ("Via", self.core.via()))
+
+        dest = self.core.addr_of(self.dialog.next_hop())
 
         def on_response(resp: SipResponse, t: float) -> None:
-            if resp.status not in (401, 407) or retried or self.agent.digest is None:
+            digest = self.core.digest
+            if resp.status not in (401, 407) or retried or digest is None:
                 return
             proxy = resp.status == 407
             value = resp.headers.get("Proxy-Authenticate" if proxy else "WWW-Authenticate")
             try:
                 challenge = parse_challenge(value or "", proxy=proxy)
+                if not self.core.may_answer(challenge, dest, t):
+                    return
+                again = self.dialog.request(req.method)
+                for name, header in req.headers.items:
+                    if name.lower() in ("content-type", "user-agent", "allow"):
+                        again.headers.add(name, header)
+                again.body = req.body
+                again.headers.add(
+                    digest.header_name(challenge),
+                    digest.authorize(challenge, req.method, again.uri),
+                )
             except AuthError:
                 return
-            again = self.dialog.request(req.method)
-            for name, header in req.headers.items:
-                if name.lower() in ("content-type", "user-agent", "allow"):
-                    again.headers.add(name, header)
-            again.body = req.body
-            digest = self.agent.digest
-            again.headers.add(
-                digest.header_name(challenge), digest.authorize(challenge, req.method, again.uri)
-            )
             self._send_in_dialog(again, t, retried=True)
 
-        dest = self.agent.addr_of(self.dialog.next_hop())
-        self.agent.send_request(req, dest, now, on_response, lambda n: None)
+        self.core.send_request(req, dest, now, on_response, lambda n: None)
 
     def arm_max_duration(self, now: float, seconds: float) -> None:
-        self._max_timer = self.agent.timers.call_at(
+        self._max_timer = self.core.timers.call_at(
             now + seconds, lambda t: self.bye(t, "max_duration", None)
         )
 
@@ -221,7 +256,7 @@ class Session:
         if self.ended:
             return
         req = self.dialog.request("BYE")
-        self.agent.add_common_headers(req)
+        self.core.add_common_headers(req)
         self._send_in_dialog(req, now)
         self._finish(reason, code, now)
 
@@ -229,12 +264,11 @@ class Session:
         if self.ended:
             return
         self.ended = True
-        self.agent.timers.cancel(self._retx_timer)
-        self.agent.timers.cancel(self._max_timer)
+        self.core.timers.cancel(self._retx_timer)
+        self.core.timers.cancel(self._max_timer)
         # Keep answering retransmitted 2xx with our ACK for a while: leave the dialog reachable.
-        self.agent.timers.call_at(now + 64 * T1, lambda _n: self._forget())
+        self.core.timers.call_at(now + 64 * T1, lambda _n: self._forget())
         self.on_end(reason, code, now)
 
     def _forget(self) -> None:
-        if self.agent.sessions.get(self.dialog.key) is self:
-            del self.agent.sessions[self.dialog.key]
+        self.core.forget_session(self)

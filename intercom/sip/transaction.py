@@ -16,7 +16,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from intercom.errors import LocalProtocolError
+from intercom.errors import LocalProtocolError, ProtocolError
 from intercom.sip.address import NameAddr, Via
 from intercom.sip.message import SipRequest, SipResponse
 from intercom.sip.timers import Timers
@@ -27,6 +27,11 @@ T1 = 0.5  # RTT estimate
 T2 = 4.0  # maximum retransmit interval for non-INVITE requests and INVITE responses
 T4 = 5.0  # maximum duration a message remains in the network
 TIMER_D_UNRELIABLE = 32.0
+#: No transaction outlives this, whatever its peer does or fails to do: a backstop behind the
+#: RFC timers and the call's own (ringing is at most 600 s plus a CANCEL's 32 s).
+MAX_LIFETIME = 900.0
+#: Transactions held at once, of each kind; past it, new requests get a stateless 503.
+MAX_TRANSACTIONS = 128
 
 
 class State(enum.Enum):
@@ -116,6 +121,20 @@ class _Transaction:
     def _disarm(self, name: str) -> None:
         self.layer.timers.cancel(self._timers.pop(name, None))
 
+    def _expire(self, now: float) -> None:
+        """:data:`MAX_LIFETIME` is up: end the transaction, whatever state it is in."""
+        if self.state is not State.TERMINATED:
+            self.state = State.TERMINATED  # not a protocol transition: the backstop
+            for name, handle in self._timers.items():
+                if name != "lifetime":
+                    self.layer.timers.cancel(handle)
+            self._timers.clear()
+            self.layer.forget(self)
+            self._expired(now)
+
+    def _expired(self, now: float) -> None:
+        """What the kind does when the backstop fires (a client tells its user)."""
+
 
 ResponseHandler = Callable[[SipResponse, float], None]
 TimeoutHandler = Callable[[float], None]
@@ -144,7 +163,7 @@ class ClientTransaction(_Transaction):
         self._wire = request.to_bytes()
         self._interval = T1
         self._ack: bytes | None = None
-        layer.register(self)
+        layer.register(self, now)
         layer.outbox.send(self._wire, dest)
         if not self.reliable:
             self._arm("retransmit", now + T1, self._retransmit)
@@ -170,6 +189,9 @@ class ClientTransaction(_Transaction):
         if self.state in (S.CALLING, S.TRYING, S.PROCEEDING):
             self._go(S.TERMINATED)
             self.on_timeout(now)
+
+    def _expired(self, now: float) -> None:
+        self.on_timeout(now)
 
     def receive(self, response: SipResponse, now: float) -> None:
         status = response.status
@@ -228,7 +250,9 @@ class ClientTransaction(_Transaction):
 class ServerTransaction(_Transaction):
     """INVITE or non-INVITE server transaction: absorbs retransmitted requests."""
 
-    def __init__(self, layer: TransactionLayer, request: SipRequest, source: Addr) -> None:
+    def __init__(
+        self, layer: TransactionLayer, request: SipRequest, source: Addr, now: float
+    ) -> None:
         self.invite = request.method == "INVITE"
         self.kind = "invite_server" if self.invite else "non_invite_server"
         branch = Via.parse(request.vias[0]).branch or ""
@@ -239,7 +263,7 @@ class ServerTransaction(_Transaction):
         self.final_status: int | None = None
         self.on_ack: Callable[[SipRequest, float], None] | None = None
         self._interval = T1
-        layer.register(self)
+        layer.register(self, now)
 
     def retransmitted(self, request: SipRequest, now: float) -> None:
         """The same request again: repeat the last response, or take an ACK for a non-2xx."""
@@ -294,18 +318,37 @@ class TransactionLayer:
         self.reliable = reliable
         self.clients: dict[tuple[str, str], ClientTransaction] = {}
         self.servers: dict[tuple[str, str], ServerTransaction] = {}
+        self._destinations: dict[str, int] = {}  # host -> client transactions sent there
 
-    def register(self, txn: _Transaction) -> None:
+    def register(self, txn: _Transaction, now: float) -> None:
+        txn._timers["lifetime"] = self.timers.call_at(now + MAX_LIFETIME, txn._expire)
         if isinstance(txn, ClientTransaction):
             self.clients[txn.key] = txn
+            host = txn.dest[0]
+            self._destinations[host] = self._destinations.get(host, 0) + 1
         elif isinstance(txn, ServerTransaction):
             self.servers[txn.key] = txn
 
     def forget(self, txn: _Transaction) -> None:
+        self.timers.cancel(txn._timers.pop("lifetime", None))
         if isinstance(txn, ClientTransaction) and self.clients.get(txn.key) is txn:
             del self.clients[txn.key]
+            host = txn.dest[0]
+            left = self._destinations.get(host, 0) - 1
+            if left > 0:
+                self._destinations[host] = left
+            else:
+                self._destinations.pop(host, None)
         elif isinstance(txn, ServerTransaction) and self.servers.get(txn.key) is txn:
             del self.servers[txn.key]
+
+    def destinations(self) -> frozenset[str]:
+        """Hosts our live client transactions went to: their responses may come from there."""
+        return frozenset(self._destinations)
+
+    def full(self, server: bool) -> bool:
+        table = self.servers if server else self.clients
+        return len(table) >= MAX_TRANSACTIONS
 
     def send_request(
         self,
@@ -321,7 +364,7 @@ class TransactionLayer:
         try:
             branch = Via.parse(response.vias[0]).branch or ""
             method = response.cseq[1]
-        except (IndexError, ValueError):
+        except (IndexError, ProtocolError):
             return None
         return self.clients.get((branch, method))
 
@@ -340,8 +383,8 @@ class TransactionLayer:
         branch = Via.parse(cancel.vias[0]).branch or ""
         return self.servers.get((branch, "INVITE"))
 
-    def create_server(self, request: SipRequest, source: Addr) -> ServerTransaction:
-        return ServerTransaction(self, request, source)
+    def create_server(self, request: SipRequest, source: Addr, now: float) -> ServerTransaction:
+        return ServerTransaction(self, request, source, now)
 
 
 def response_to(

@@ -337,7 +337,7 @@ def test_cancel_gets_200_and_the_invite_487():
 def test_answer_after_none_never_answers_until_told():
     net, door, pbx = setup(answer_after=None)
     _caller, handle = ring(net, door, pbx)
-    net.run(600.0)
+    net.run(170.0)
     assert pbx.take() == []
     assert events(net, CallAnswered) == []
     door.answer(handle, net.now)
@@ -486,3 +486,18 @@ def test_incoming_request_for_a_call_is_matched_by_both_tags():
     assert resp.status == 481
     assert events(net, CallEnded) == []
     assert door.active_calls() == [handle]
+
+
+def test_an_incoming_call_never_answered_rings_at_most_the_ring_limit():
+    """Every pending incoming call has a lifetime (issue 10, delivery 3): with answer_after null
+    and a caller that never gives up, the door ends the ringing with 480 and forgets it."""
+    net, door, pbx = setup(answer_after=None, incoming_ring_limit=180.0)
+    _caller, handle = ring(net, door, pbx)
+    net.run(179.0)
+    assert door.active_calls() == [handle]
+    net.run(181.0)
+    assert door.active_calls() == []
+    assert events(net)[-1] == CallEnded(handle, "no_answer", None, "sip:100@pbx.example")
+    assert [m.status for m in pbx.take() if isinstance(m, SipResponse)][-1] == 480
+    net.run(400.0)
+    assert door.txns.servers == {} and len(door.timers) == 0
