@@ -123,3 +123,34 @@ def test_a_strangers_tcp_connection_is_closed_at_once_when_closed() -> None:
         await endpoint.close()
 
     asyncio.run(scenario())
+
+
+def test_a_bad_number_does_not_kill_a_tcp_connection() -> None:
+    """Finding 2: a CSeq of '²' raised a ValueError out of the parser, which closed the TCP
+    connection it came on; now it is one dropped message, and the next one is answered."""
+    from tests.unit.sipnet import request
+
+    def options(cseq: str) -> bytes:
+        data = request(
+            "OPTIONS",
+            "sip:door@127.0.0.1",
+            via="SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK-tcp" + cseq.encode().hex(),
+            from_="<sip:pbx@127.0.0.1>;tag=p",
+            to="<sip:door@127.0.0.1>",
+            call_id="tcp@pbx",
+            cseq=1,
+        )
+        return data.replace(b"CSeq: 1 ", f"CSeq: {cseq} ".encode())
+
+    async def scenario() -> None:
+        endpoint, sock = _endpoint("tcp", trusted_sources=("127.0.0.1",))
+        await endpoint.start(sock)
+        reader, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+        writer.write(options("\u00b2") + options("2"))
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        assert answer.startswith(b"SIP/2.0 200 OK") and b"CSeq: 2 OPTIONS" in answer
+        writer.close()
+        await endpoint.close()
+
+    asyncio.run(scenario())
