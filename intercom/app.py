@@ -23,7 +23,15 @@ from typing import Any
 from intercom import __version__
 from intercom.config import Config
 from intercom.controller import CallStateMachine, describe
-from intercom.door import DoorAction, DoorRules, LockedOut, OpenDoor, Refused, ScheduleHangup
+from intercom.door import (
+    DoorAction,
+    DoorRules,
+    LockedOut,
+    OpenDoor,
+    Reason,
+    Refused,
+    ScheduleHangup,
+)
 from intercom.doorbell import Decision, PressFilter
 from intercom.errors import ParseError
 from intercom.mqtt.commands import ring_targets
@@ -46,6 +54,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds: a door refusal (other than a wrong code) is reported once per reason in this window.
 REFUSAL_WINDOW = 10.0
+#: What a busy relay (intercom.devices.OutputBusy.state) means as a refusal.
+_BUSY_REASON: dict[str, Reason] = {"on": "already_open", "resting": "relay_resting"}
 
 #: End reasons as Home Assistant doorbell event types (see intercom.mqtt.discovery).
 _EVENT_FOR_REASON = {
@@ -219,6 +229,11 @@ class Intercom:
             elif isinstance(action, ScheduleHangup) and opened:
                 asyncio.get_running_loop().call_later(action.after, self.hangup)
 
+    def _relay_busy(self) -> Reason | None:
+        """The refusal the relay would give a pulse now, if any."""
+        busy = self.relay.busy() if self.relay is not None else None
+        return None if busy is None else _BUSY_REASON[busy]
+
     def _open_door(self, action: OpenDoor) -> bool:
         """Pulse the strike for ``action``; whether it opened (the relay may refuse)."""
         if self.relay is None:
@@ -231,8 +246,7 @@ class Intercom:
         try:
             seconds = self.relay.pulse()
         except OutputBusy as exc:
-            reason = "already_open" if exc.state == "on" else "relay_resting"
-            self._refused(Refused(reason, action.who))
+            self._refused(Refused(_BUSY_REASON[exc.state], action.who))
             return False
         log.warning("door opened by %s (%s) for %.1f s", action.how, action.who, seconds)
         if self.bridge is not None:
@@ -332,7 +346,9 @@ class Intercom:
             self.hangup()
         elif topic == topics.door_open:
             self._door_actions(
-                self.door_rules.mqtt_open(time.monotonic(), in_call=self.call is not None)
+                self.door_rules.mqtt_open(
+                    time.monotonic(), in_call=self.call is not None, relay_busy=self._relay_busy()
+                )
             )
 
     # ---------------------------------------------------------------- events out

@@ -195,6 +195,15 @@ class _PulsedOutput(_Closing):
         self._timer = loop.call_later(seconds, self._end_pulse, seconds)
         return seconds
 
+    def busy(self) -> Literal["on", "resting"] | None:
+        """What a pulse asked for now would meet: ``on``, ``resting`` or None (it would be
+        taken). From the loop's thread."""
+        if self._timer is not None:
+            return "on"
+        if asyncio.get_running_loop().time() < self._rest_until:
+            return "resting"
+        return None
+
     @staticmethod
     def _rest_after(seconds: float) -> float:
         return max(seconds, MIN_REST)

@@ -27,10 +27,11 @@ with virtual time:
   so a year of uptime does not grow it. When it is full, the caller whose last wrong code is
   oldest and who is not locked out makes room; a table full of locked-out callers locks out a new
   one too (fail closed: evicting a lockout would hand its owner fresh tries).
-* ``door/open`` over MQTT is rate-limited: at most :data:`MQTT_OPENS` accepted commands within
-  :data:`MQTT_WINDOW` seconds, the others refused as ``rate_limited``. The relay itself refuses to
-  extend a pulse and rests between pulses (:mod:`intercom.devices`); the limit here keeps a stream
-  of commands from buzzing the door open every few seconds for as long as it lasts.
+* ``door/open`` over MQTT is rate-limited: at most :data:`MQTT_OPENS` openings within
+  :data:`MQTT_WINDOW` seconds, the other commands refused as ``rate_limited``. The relay itself
+  refuses to extend a pulse and rests between pulses (:mod:`intercom.devices`); the limit here
+  keeps a stream of commands from buzzing the door open every few seconds for as long as it
+  lasts. Commands refused for any reason use none of it.
 * Codes are compared with :func:`hmac.compare_digest`, which takes as long for a near miss as for
   a wild guess.
 * The code and the digits keyed so far appear in no action, message or ``repr``: actions say
@@ -65,6 +66,7 @@ __all__ = [
     "DoorRules",
     "LockedOut",
     "OpenDoor",
+    "Reason",
     "Refused",
     "ScheduleHangup",
 ]
@@ -369,17 +371,24 @@ class DoorRules:
         self._told.add("locked_out")  # LockedOut said it; the next digit need not
         return [Refused("wrong_code", caller), LockedOut(until, caller)]
 
-    def mqtt_open(self, now: float, *, in_call: bool = False) -> list[DoorAction]:
+    def mqtt_open(
+        self, now: float, *, in_call: bool = False, relay_busy: Reason | None = None
+    ) -> list[DoorAction]:
         """The MQTT "open door" command. The broker authenticates the sender, so neither the
         allowlist nor the DTMF lockout applies; ``mqtt_open`` in the config is the gate, and at
-        most :data:`MQTT_OPENS` commands within :data:`MQTT_WINDOW` seconds are obeyed (refused
-        ones do not count, so the resident's next tap after a flood works). ``in_call`` asks
-        for the hang-up after opening too, as a DTMF opening would."""
+        most :data:`MQTT_OPENS` openings within :data:`MQTT_WINDOW` seconds are obeyed.
+
+        ``relay_busy`` (``already_open``, ``relay_resting``) says the relay would refuse now: the
+        command is refused with that reason and uses none of the budget, so taps during a pulse
+        or its rest, and refused commands in general, cost the resident nothing. ``in_call``
+        asks for the hang-up after opening too, as a DTMF opening would."""
         if not self.mqtt_open_allowed:
             return [Refused("disabled", "mqtt")]
         opens = self._mqtt_opens
         if len(opens) == opens.maxlen and now - opens[0] < MQTT_WINDOW:
             return [Refused("rate_limited", "mqtt")]
+        if relay_busy is not None:
+            return [Refused(relay_busy, "mqtt")]
         opens.append(now)
         return self._open("mqtt", "mqtt", now, hangup=in_call)
 

@@ -62,6 +62,7 @@ class MqttBridge:
         debug: bool = False,
         queue_max: int = 100,
         rediscovery_delay: tuple[float, float] = (0.5, 3.0),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.topics = topics
@@ -89,6 +90,7 @@ class MqttBridge:
         self._pending_lock = threading.Lock()
         self._queue_max = queue_max
         self._warn = Throttle(LOG_WINDOW)  # keys: (kind, topic), a fixed few
+        self._clock = clock
 
     @property
     def broker(self) -> str:
@@ -251,7 +253,7 @@ class MqttBridge:
     def _warn_once(
         self, kind: str, topic: str, message: str, *args: Any, exc_info: bool = False
     ) -> None:
-        held = self._warn.report((kind, topic), time.monotonic())
+        held = self._warn.report((kind, topic), self._clock())
         if held is None:
             return
         more = f" ({held} more like it not logged)" if held else ""
@@ -301,12 +303,13 @@ class MqttBridge:
         self._reannounce_pending = True
         task = asyncio.ensure_future(self._reannounce(random.uniform(*self.rediscovery_delay)))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._reannounced)
+
+    def _reannounced(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._reannounce_pending = False
 
     async def _reannounce(self, delay: float) -> None:
-        try:
-            await asyncio.sleep(delay)
-        finally:
-            self._reannounce_pending = False
+        await asyncio.sleep(delay)
         if self.connected:
             self._announce()

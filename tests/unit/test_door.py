@@ -372,6 +372,18 @@ def test_mqtt_open_is_rate_limited() -> None:
     assert MQTT_OPENS == 5 and MQTT_WINDOW == 60.0
 
 
+def test_mqtt_open_while_the_relay_is_busy_uses_no_budget() -> None:
+    r = rules(mqtt_open=True)
+    for i in range(100):  # taps during a pulse and its rest
+        busy = "already_open" if i % 2 else "relay_resting"
+        assert r.mqtt_open(i * 0.01, relay_busy=busy) == [Refused(busy, "mqtt")]
+    assert [r.mqtt_open(2.0 + i) for i in range(MQTT_OPENS)] == [[OpenDoor("mqtt", "mqtt")]] * 5
+    assert r.mqtt_open(10.0) == [Refused("rate_limited", "mqtt")]
+    assert rules(mqtt_open=False).mqtt_open(0, relay_busy="already_open") == [
+        Refused("disabled", "mqtt")
+    ]
+
+
 def test_every_refusal_reason_is_a_valid_refused() -> None:
     assert set(REASONS) >= {"rate_limited", "no_relay", "already_open", "relay_resting"}
     for reason in REASONS:
