@@ -1,8 +1,12 @@
-"""Wiring only: the phone, the call state and MQTT, run together on one event loop.
+"""Wiring only: the phone, the call state, the door and MQTT, run together on one event loop.
 
-Triggers (an MQTT ``call/ring`` today, the GPIO button next) become calls; every call state,
-registration change and event goes to MQTT as it happens. A ring while a call is up rings
-nothing; a malformed command is logged and dropped.
+Triggers (the GPIO button, an MQTT ``call/ring``) become calls; every call state, registration
+change and event goes to MQTT as it happens. A ring while a call is up rings nothing; a
+malformed or refused command is counted and logged once per window by the bridge
+(:mod:`intercom.mqtt.commands` says what is refused). Door refusals other than a wrong code are
+reported once per :data:`REFUSAL_WINDOW` per reason, with a count of the ones held back, so a
+flood of ``door/open`` is a few lines and events, not one per message. While a door code is set,
+no DTMF digit reaches a log line or MQTT.
 """
 
 from __future__ import annotations
@@ -19,10 +23,21 @@ from typing import Any
 from intercom import __version__
 from intercom.config import Config
 from intercom.controller import CallStateMachine, describe
-from intercom.door import DoorAction, DoorRules, LockedOut, OpenDoor, Refused, ScheduleHangup
+from intercom.door import (
+    DoorAction,
+    DoorRules,
+    LockedOut,
+    OpenDoor,
+    Reason,
+    Refused,
+    ScheduleHangup,
+)
 from intercom.doorbell import Decision, PressFilter
+from intercom.errors import ParseError
+from intercom.mqtt.commands import ring_targets
 from intercom.mqtt.discovery import last_call_result
 from intercom.phone import Phone, PhoneOptions
+from intercom.sip.address import NameAddr
 from intercom.sip.events import (
     CallAnswered,
     CallCalling,
@@ -32,8 +47,15 @@ from intercom.sip.events import (
     IncomingCall,
     RegistrationChanged,
 )
+from intercom.sip.incoming import caller_allowed
+from intercom.throttle import Throttle
 
 log = logging.getLogger(__name__)
+
+#: Seconds: a door refusal (other than a wrong code) is reported once per reason in this window.
+REFUSAL_WINDOW = 10.0
+#: What a busy relay (intercom.devices.OutputBusy.state) means as a refusal.
+_BUSY_REASON: dict[str, Reason] = {"on": "already_open", "resting": "relay_resting"}
 
 #: End reasons as Home Assistant doorbell event types (see intercom.mqtt.discovery).
 _EVENT_FOR_REASON = {
@@ -56,6 +78,12 @@ class _CallInfo:
     #: when named over MQTT), or from a caller in incoming.allow (the only ones answered). Not a
     #: call to any other target.
     allowed: bool = True
+    #: The door placed this call (its wrong codes are counted apart from incoming calls').
+    placed: bool = True
+    #: Whom wrong codes count against: for an incoming call the incoming.allow entry that let it
+    #: in (one allowed identity is one count, however its From is spelled); for a placed call
+    #: None, i.e. who answered.
+    identity: str | None = None
 
 
 class Intercom:
@@ -90,6 +118,7 @@ class Intercom:
         self.chime: Any = None
         self.led: Any = None
         self._ring_after_hangup = False
+        self._refusals = Throttle(REFUSAL_WINDOW)
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -183,22 +212,60 @@ class Intercom:
 
     def _door_actions(self, actions: list[DoorAction]) -> None:
         bridge = self.bridge
+        opened = True
         for action in actions:
             if isinstance(action, OpenDoor):
-                seconds = self.relay.pulse() if self.relay is not None else 0.0
-                log.warning("door opened by %s (%s) for %.1f s", action.how, action.who, seconds)
-                if bridge is not None:
-                    bridge.event("door_opened", how=action.how, who=action.who)
+                opened = self._open_door(action)
             elif isinstance(action, Refused):
-                log.warning("door not opened: %s (%s)", action.reason, action.who)
-                if bridge is not None:
-                    bridge.event("door_refused", reason=action.reason, who=action.who)
+                self._refused(action)
             elif isinstance(action, LockedOut):
-                log.warning("door: too many wrong codes; DTMF locked out")
+                seconds = round(action.until - time.monotonic())
+                log.warning(
+                    "door: too many wrong codes from %s; DTMF locked out for them for %d s",
+                    action.who, seconds,
+                )  # fmt: skip
                 if bridge is not None:
-                    bridge.event("door_lockout", seconds=round(action.until - time.monotonic()))
-            elif isinstance(action, ScheduleHangup):
+                    bridge.event("door_lockout", seconds=seconds, who=action.who)
+            elif isinstance(action, ScheduleHangup) and opened:
                 asyncio.get_running_loop().call_later(action.after, self.hangup)
+
+    def _relay_busy(self) -> Reason | None:
+        """The refusal the relay would give a pulse now, if any."""
+        busy = self.relay.busy() if self.relay is not None else None
+        return None if busy is None else _BUSY_REASON[busy]
+
+    def _open_door(self, action: OpenDoor) -> bool:
+        """Pulse the strike for ``action``; whether it opened (the relay may refuse)."""
+        if self.relay is None:
+            # GPIO failed at start, or there is no door section: saying "opened" would be a lie
+            # that sends the resident away from the door.
+            self._refused(Refused("no_relay", action.who), level=logging.ERROR)
+            return False
+        from intercom.devices import OutputBusy  # imported already: the relay is one
+
+        try:
+            seconds = self.relay.pulse()
+        except OutputBusy as exc:
+            self._refused(Refused(_BUSY_REASON[exc.state], action.who))
+            return False
+        log.warning("door opened by %s (%s) for %.1f s", action.how, action.who, seconds)
+        if self.bridge is not None:
+            self.bridge.event("door_opened", how=action.how, who=action.who)
+        return True
+
+    def _refused(self, action: Refused, level: int = logging.WARNING) -> None:
+        """Log and publish a refusal. Wrong codes always (each is an attempt, and the rules
+        bound them); the others once per reason per REFUSAL_WINDOW, with the count held back."""
+        held = 0
+        if action.reason != "wrong_code":
+            held = self._refusals.report(action.reason, time.monotonic())
+            if held is None:
+                return
+        more = f" ({held} more since the last report)" if held else ""
+        log.log(level, "door not opened: %s (%s)%s", action.reason, action.who, more)
+        if self.bridge is not None:
+            extra = {"repeated": held} if held else {}
+            self.bridge.event("door_refused", reason=action.reason, who=action.who, **extra)
 
     def _start_mqtt(self) -> None:
         from intercom.mqtt.bridge import MqttBridge
@@ -247,6 +314,15 @@ class Intercom:
         )
         return handle
 
+    def _allow_entry(self, caller: str) -> str | None:
+        """The incoming.allow entry that admits ``caller``, by the SIP core's own matching."""
+        try:
+            addr = NameAddr.parse(caller)
+        except (ParseError, ValueError):
+            return None
+        allow = self.config.incoming.allow
+        return next((entry for entry in allow if caller_allowed(addr, (entry,))), None)
+
     def hangup(self) -> None:
         if self.call is not None:
             self.phone.hangup(self.call.handle)
@@ -254,31 +330,25 @@ class Intercom:
             self.phone.hangup(handle)
 
     def _command(self, topic: str, payload: bytes) -> None:
+        """An MQTT command. Raises :class:`~intercom.mqtt.commands.CommandError` for one that
+        is malformed or refused; the bridge counts and logs it (rate-limited)."""
         assert self.bridge is not None
         topics = self.bridge.topics
-        text = payload.decode("utf-8", "replace").strip()
         if topic == topics.call_ring:
-            targets: list[str] | None = None
-            if text and text.upper() != "PRESS":
-                try:
-                    data = json.loads(text)
-                    raw = data["targets"]
-                    if (
-                        not isinstance(raw, list)
-                        or not raw
-                        or not all(isinstance(t, str | int) and str(t).strip() for t in raw)
-                    ):
-                        raise ValueError("targets must be a non-empty list")
-                    targets = [str(t).strip() for t in raw]
-                except (ValueError, KeyError, TypeError) as exc:
-                    log.warning("ignored a malformed %s payload %r: %s", topic, text[:100], exc)
-                    return
+            mqtt = self.config.mqtt
+            targets = ring_targets(
+                payload,
+                configured=tuple(self.config.call.targets),
+                any_target=mqtt is not None and mqtt.ring_any_target,
+            )
             self.ring(targets)
         elif topic == topics.call_hangup:
             self.hangup()
         elif topic == topics.door_open:
             self._door_actions(
-                self.door_rules.mqtt_open(time.monotonic(), in_call=self.call is not None)
+                self.door_rules.mqtt_open(
+                    time.monotonic(), in_call=self.call is not None, relay_busy=self._relay_busy()
+                )
             )
 
     # ---------------------------------------------------------------- events out
@@ -288,31 +358,44 @@ class Intercom:
             try:
                 self._handle(event)
             except Exception:
-                log.exception("handling %r failed", event)
+                log.exception("handling %s failed", self._describe(event))
             for listener in list(self.listeners):
                 try:
                     listener(event)
                 except Exception:
-                    log.exception("event listener failed on %r", event)
+                    log.exception("event listener failed on %s", self._describe(event))
+
+    def _describe(self, event: Event) -> str:
+        """An event for a log line: its fields, the digit only while no door code is set (a
+        DtmfReceived's repr names it, so no log line may use that)."""
+        fields = describe(event, show_digits=not self.door_rules.dtmf_enabled)
+        return " ".join(f"{k}={v}" for k, v in fields.items())
 
     def _handle(self, event: Event) -> None:
         state = self.machine.feed(event)
-        fields = describe(event)
-        log.info("%s (call state: %s)", " ".join(f"{k}={v}" for k, v in fields.items()), state)
+        log.info("%s (call state: %s)", self._describe(event), state)
         if isinstance(event, IncomingCall) and self.call is None:
-            self.call = _CallInfo(event.call, [event.caller], time.monotonic())
+            self.call = _CallInfo(
+                event.call,
+                [event.caller],
+                time.monotonic(),
+                placed=False,
+                identity=self._allow_entry(event.caller),
+            )
         if isinstance(event, CallAnswered) and self.call is not None:
             self.call.answered_at = time.monotonic()
             self.call.answered_by = event.target
         if isinstance(event, DtmfReceived) and self.call is not None:
             # Only calls the door placed to its targets, or callers in incoming.allow (the SIP
-            # core refuses all others), may open it; caller ID alone never does.
-            who = self.call.answered_by or ",".join(self.call.targets)
+            # core refuses all others), may open it; caller ID alone never does. Wrong codes
+            # count per caller, placed calls apart: a stranger locks out no one but themself.
+            call = self.call
+            who = call.answered_by or ",".join(call.targets)
             self._door_actions(
                 self.door_rules.dtmf(
                     event.digit, time.monotonic(),
-                    call_allowed=self.call.answered_at is not None and self.call.allowed,
-                    caller=who,
+                    call_allowed=call.answered_at is not None and call.allowed,
+                    caller=who, placed=call.placed, identity=call.identity,
                 )
             )  # fmt: skip
         self._update_led(state)

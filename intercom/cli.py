@@ -75,9 +75,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ ring
 class _Printer:
-    def __init__(self, as_json: bool, out: TextIO) -> None:
+    """Prints each event of ``intercom ring``; a DTMF digit only with ``show_digits`` (no door
+    code set), since a terminal's output ends up in scrollback and bug reports."""
+
+    def __init__(self, as_json: bool, out: TextIO, *, show_digits: bool = False) -> None:
         self.as_json = as_json
         self.out = out
+        self.show_digits = show_digits
         self.start = time.monotonic()
         self.machine = CallStateMachine()
         self.answered = False
@@ -86,7 +90,7 @@ class _Printer:
         if isinstance(event, CallAnswered):
             self.answered = True
         state = self.machine.feed(event)
-        fields = describe_event(event)
+        fields = describe_event(event, show_digits=self.show_digits)
         fields["state"] = state
         fields["t"] = round(time.monotonic() - self.start, 3)
         if self.as_json:
@@ -169,7 +173,8 @@ def cmd_ring(args: argparse.Namespace) -> int:
             update={"log": config.log.model_copy(update={"sip_trace": True})}
         )
     targets = list(args.targets) or list(config.call.targets)
-    printer = _Printer(args.json, sys.stdout)
+    code_set = config.door is not None and bool(config.door.secret())
+    printer = _Printer(args.json, sys.stdout, show_digits=not code_set)
     options = PhoneOptions(
         trace=config.log.sip_trace,
         play=f"file:{args.play}" if args.play else None,

@@ -68,6 +68,7 @@ __all__ = [
     "MqttConfig",
     "MqttTlsConfig",
     "SipConfig",
+    "check_address",
     "describe",
     "load_config",
     "parse_config",
@@ -168,15 +169,23 @@ def _check_user(value: str) -> str:
     return value
 
 
-def _check_address(value: str) -> str:
+def check_address(value: str) -> str:
     """A number to dial or a caller to allow: an extension (``**9``) or a SIP URI.
 
-    A bare ``620@fritz.box`` is refused with a hint rather than guessed at, so the file always
-    says exactly what is sent on the wire.
+    The one check for every address the door dials or admits: ``call.targets``,
+    ``incoming.allow`` and the targets named in an MQTT ``call/ring`` command. A target ends up
+    in an INVITE's request line and its To header, so a control character (CR/LF above all) or a
+    space would let one value write SIP of its own. A bare ``620@fritz.box`` is refused with a
+    hint rather than guessed at, so the file always says exactly what is sent on the wire.
+
+    Raises :class:`ValueError` (pydantic's custom error, so that the config's messages keep
+    their form): ``str(exc)`` is the problem, ``exc.context["fix"]`` the fix.
     """
     example = "an extension like **9 or a SIP URI like sip:620@fritz.box"
     if not value:
         raise _fail("must not be empty", f"give {example}")
+    if not value.isprintable():
+        raise _fail("must be one line without control characters", f"give {example}")
     if any(ch.isspace() for ch in value) or any(ch in value for ch in '<>"'):
         raise _fail("must not contain spaces, '<', '>' or '\"'", f"give {example}")
     scheme, sep, rest = value.partition(":")
@@ -212,7 +221,7 @@ _Int = Annotated[int, BeforeValidator(_reject_bool)]
 _Text = Annotated[str, BeforeValidator(_number_to_text)]
 _Host = Annotated[str, AfterValidator(_check_host)]
 _User = Annotated[str, BeforeValidator(_number_to_text), AfterValidator(_check_user)]
-_Address = Annotated[str, BeforeValidator(_number_to_text), AfterValidator(_check_address)]
+_Address = Annotated[str, BeforeValidator(_number_to_text), AfterValidator(check_address)]
 _AddressList = Annotated[
     tuple[_Address, ...], BeforeValidator(_scalar_to_list), AfterValidator(_no_duplicates)
 ]

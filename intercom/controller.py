@@ -75,8 +75,13 @@ class CallStateMachine:
         return self.state
 
 
-def describe(event: Event) -> dict[str, object]:
-    """The JSON fields of an event: event, target, code and reason where they apply."""
+def describe(event: Event, *, show_digits: bool = False) -> dict[str, object]:
+    """The JSON fields of an event: event, target, code and reason where they apply.
+
+    A DTMF event names its digit only with ``show_digits``, which callers set when no door code
+    is configured: keyed one by one into a log, the digits would spell the code. Hidden is the
+    default, so a new caller that forgets the question leaks nothing.
+    """
     out: dict[str, object] = {"event": event_name(event)}
     target = getattr(event, "target", None) or getattr(event, "caller", None)
     if target is not None:
@@ -88,7 +93,8 @@ def describe(event: Event) -> dict[str, object]:
     if reason:
         out["reason"] = reason
     if isinstance(event, DtmfReceived):
-        out["digit"] = event.digit
+        if show_digits:
+            out["digit"] = event.digit
         out["method"] = event.method
     if isinstance(event, RegistrationChanged):
         if event.expires is not None:

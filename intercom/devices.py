@@ -14,6 +14,14 @@ states, which keeps everything that can go wrong with GPIO in one small place.
   :data:`MAX_PULSE` seconds and ended by the loop's own timer, and :meth:`DoorRelay.close` (also
   registered with :mod:`atexit`) switches it off before releasing the pin, so that a crash or a
   stop in the middle of a pulse leaves the door locked and the strike's coil cool.
+* A stream of requests cannot hold it on either. A pulse asked for while the relay is on is
+  refused (:class:`OutputBusy`), never extended or restarted, and after every pulse the relay
+  rests (stays off) for as long as the pulse lasted, and at least :data:`MIN_REST` seconds. So
+  however the requests come, the coil is powered at most half of the time and never for more
+  than one pulse in a row: it cools for at least as long as it heated, which is what a strike
+  rated for intermittent duty needs, and a short pulse cannot be chattered at a few hertz, which
+  wears the relay's contacts and buzzes the door. The chime is a pulsed output too, with the same
+  rules; a ring while it rings or rests is simply not sounded.
 * ``close()`` may be called any number of times, and every device is a context manager.
 """
 
@@ -22,10 +30,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from gpiozero import LED, Button, DigitalOutputDevice
 
@@ -36,7 +45,11 @@ if TYPE_CHECKING:
 
     from intercom.config import ChimeConfig, DoorbellConfig, DoorConfig, LedConfig
 
-__all__ = ["MAX_PULSE", "Chime", "DoorRelay", "DoorbellButton", "Led"]
+__all__ = ["MAX_PULSE", "MIN_REST", "Chime", "DoorRelay", "DoorbellButton", "Led", "OutputBusy"]
+
+MIN_REST = 1.0
+"""Seconds a pulsed output stays off after a pulse, at the least; a longer pulse rests as long
+as it lasted."""
 
 
 class _Closing:
@@ -126,13 +139,28 @@ class DoorbellButton(_Closing):
         self._button.close()
 
 
+class OutputBusy(RuntimeError):
+    """A pulse was asked for while the output is on or resting; nothing changed.
+
+    ``state`` is ``"on"`` (a pulse is running) or ``"resting"`` (the off-time after one), and
+    ``ready_in`` the seconds until a pulse would be taken.
+    """
+
+    def __init__(self, state: Literal["on", "resting"], ready_in: float) -> None:
+        super().__init__(f"output is {state}; ready in {ready_in:.1f} s")
+        self.state = state
+        self.ready_in = ready_in
+
+
 class _PulsedOutput(_Closing):
-    """A relay driven in pulses ended by the asyncio loop's timer; off at start, at ``close()``
-    and at interpreter exit."""
+    """A relay driven in pulses ended by the asyncio loop's timer, with a rest after each; off
+    at start, at ``close()`` and at interpreter exit."""
 
     def __init__(self, pin: int, *, active_high: bool, pin_factory: Factory | None) -> None:
         self.pin = pin
         self._timer: asyncio.TimerHandle | None = None
+        self._on_until = -math.inf  # loop time at which the running pulse ends
+        self._rest_until = -math.inf  # loop time before which no new pulse is taken
         self._device = DigitalOutputDevice(
             pin, active_high=active_high, initial_value=False, pin_factory=pin_factory
         )
@@ -148,8 +176,8 @@ class _PulsedOutput(_Closing):
     def _pulse(self, seconds: float) -> float:
         """Switch on for ``seconds`` (at most :data:`MAX_PULSE`), from the loop's thread.
 
-        A pulse during a pulse restarts the time rather than adding to it, so repeated
-        requests cannot add up to a strike left on for minutes.
+        Raises :class:`OutputBusy` while a pulse runs or during the rest after it: a request
+        then neither extends nor restarts anything, so no stream of requests holds it on.
         """
         if not seconds > 0:  # also refuses NaN
             raise ValueError(f"pulse must be a positive number of seconds, not {seconds!r}")
@@ -157,16 +185,34 @@ class _PulsedOutput(_Closing):
             raise RuntimeError(f"{self!r} is closed")
         seconds = min(float(seconds), float(MAX_PULSE))
         loop = asyncio.get_running_loop()
+        now = loop.time()
         if self._timer is not None:
-            self._timer.cancel()
+            raise OutputBusy("on", max(0.0, self._on_until - now) + self._rest_after(seconds))
+        if now < self._rest_until:
+            raise OutputBusy("resting", self._rest_until - now)
         self._device.on()
-        self._timer = loop.call_later(seconds, self._end_pulse)
+        self._on_until = now + seconds
+        self._timer = loop.call_later(seconds, self._end_pulse, seconds)
         return seconds
 
-    def _end_pulse(self) -> None:
+    def busy(self) -> Literal["on", "resting"] | None:
+        """What a pulse asked for now would meet: ``on``, ``resting`` or None (it would be
+        taken). From the loop's thread."""
+        if self._timer is not None:
+            return "on"
+        if asyncio.get_running_loop().time() < self._rest_until:
+            return "resting"
+        return None
+
+    @staticmethod
+    def _rest_after(seconds: float) -> float:
+        return max(seconds, MIN_REST)
+
+    def _end_pulse(self, seconds: float) -> None:
         self._timer = None
         if not self._closed:
             self._device.off()
+            self._rest_until = asyncio.get_running_loop().time() + self._rest_after(seconds)
 
     def close(self) -> None:
         if self._closed:
@@ -197,7 +243,9 @@ class DoorRelay(_PulsedOutput):
 
     def pulse(self, seconds: float | None = None) -> float:
         """Power the strike for ``seconds`` (default ``door.pulse``), capped at
-        :data:`MAX_PULSE`; returns the seconds actually used. Call it on the loop's thread."""
+        :data:`MAX_PULSE`; returns the seconds actually used. Call it on the loop's thread.
+
+        Raises :class:`OutputBusy` while the strike is powered or resting after a pulse."""
         return self._pulse(self.default_pulse if seconds is None else seconds)
 
 
@@ -214,8 +262,12 @@ class Chime(_PulsedOutput):
         return self._is_on()
 
     def ring(self, seconds: float | None = None) -> float:
-        """Sound the chime for ``seconds`` (default ``chime.pulse``); on the loop's thread."""
-        return self._pulse(self.default_pulse if seconds is None else seconds)
+        """Sound the chime for ``seconds`` (default ``chime.pulse``); on the loop's thread.
+        Returns the seconds used, 0.0 when it is ringing or resting already."""
+        try:
+            return self._pulse(self.default_pulse if seconds is None else seconds)
+        except OutputBusy:
+            return 0.0
 
 
 class Led(_Closing):

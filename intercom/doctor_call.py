@@ -167,7 +167,8 @@ async def place_test_call(
         say(f"the call is up: press a key (0-9) on the phone within {dtmf_wait:g} s")
     heard = await _listen(phone, handle, dtmf_wait)
     checks.extend(_audio(heard, tone))
-    checks.append(_dtmf(heard, dtmf_wait))
+    door = phone.config.door
+    checks.append(_dtmf(heard, dtmf_wait, hide=door is not None and bool(door.secret())))
     checks.append(await _hang_up(phone, handle, heard))
     return checks
 
@@ -256,11 +257,15 @@ def _audio(heard: _Listened, tone: str | None) -> list[Check]:
     return checks
 
 
-def _dtmf(heard: _Listened, dtmf_wait: float) -> Check:
+def _dtmf(heard: _Listened, dtmf_wait: float, *, hide: bool = True) -> Check:
+    """``hide``: a door code is set, so name how many keys arrived, not which (a report is
+    pasted into bug reports, and the keys pressed may be the code)."""
     if dtmf_wait <= 0:
         return Check("DTMF", True, "not tested (--dtmf-wait 0)")
     if heard.digits:
-        digits = "".join(d for d, _m in heard.digits)
+        count = len(heard.digits)
+        keys = f"{count} key{'s' if count > 1 else ''}"
+        digits = keys if hide else "".join(d for d, _m in heard.digits)
         methods = sorted({"RFC 4733" if m == "rfc4733" else "SIP INFO" for _d, m in heard.digits})
         return Check("DTMF", True, f"received {digits} ({', '.join(methods)})")
     fix = (

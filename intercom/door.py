@@ -12,19 +12,35 @@ with virtual time:
 * Digits are collected per call. A complete code of the configured length is compared at once,
   ``#`` ends a shorter entry early, and a pause of ``digit_timeout`` forgets what was keyed, so a
   half-typed code does not prefix the next try.
-* ``max_attempts`` wrong codes within ``lockout`` seconds lock DTMF opening for ``lockout``
-  seconds, across calls (hanging up and calling again must not reset the count). While locked
-  out, digits are not even collected. Wrong codes older than ``lockout`` are forgotten, so a
-  household that mistypes once a month is never locked out, and an attacker gets no more tries
-  than without that window.
+* Wrong codes are counted per caller: ``max_attempts`` wrong codes within ``lockout`` seconds
+  lock DTMF opening for that caller, and only that caller, for ``lockout`` seconds, across calls
+  (hanging up and calling again must not reset the count). One shared lockout would let anyone
+  with an allowed caller ID lock the household out by keying three wrong codes each time the
+  lockout ends; per caller, a stranger locks out only the identity they use. The calls the door
+  placed are counted apart from the calls it received (there the caller is who answered), so
+  whatever strangers do with incoming calls, the resident whom the door rings can always open.
+  While locked out, digits are not even collected. Wrong codes older than ``lockout`` are
+  forgotten, so a household that mistypes once a month is never locked out, and an attacker
+  gets no more tries than without that window.
+* The table of callers is bounded (:data:`MAX_CALLERS` per kind of call) and forgets a caller
+  ``lockout`` seconds after their last wrong code, which is also when any lockout of theirs ends,
+  so a year of uptime does not grow it. When it is full, the caller whose last wrong code is
+  oldest and who is not locked out makes room; a table full of locked-out callers locks out a new
+  one too (fail closed: evicting a lockout would hand its owner fresh tries).
+* ``door/open`` over MQTT is rate-limited: at most :data:`MQTT_OPENS` openings within
+  :data:`MQTT_WINDOW` seconds, the other commands refused as ``rate_limited``. The relay itself
+  refuses to extend a pulse and rests between pulses (:mod:`intercom.devices`); the limit here
+  keeps a stream of commands from buzzing the door open every few seconds for as long as it
+  lasts. Commands refused for any reason use none of it.
 * Codes are compared with :func:`hmac.compare_digest`, which takes as long for a near miss as for
   a wild guess.
 * The code and the digits keyed so far appear in no action, message or ``repr``: actions say
   *that* a code was wrong, never what it was.
 
 Refusals that say nothing new (``disabled``, ``not_allowed``, ``locked_out``) are reported once
-per call, so an audit log does not get a line per key press. Timers are not needed: the digit
-timeout and the end of the lockout are both checked when the next request arrives.
+per call, so an audit log does not get a line per key press; the app rate-limits what reaches the
+log and MQTT further. Timers are not needed: the digit timeout, the end of a lockout and the
+rate limit's window are all checked when the next request arrives.
 """
 
 from __future__ import annotations
@@ -33,7 +49,7 @@ import hmac
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from intercom.media.dtmf import DIGITS
 
@@ -42,10 +58,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CODE_KEYS",
+    "MAX_CALLERS",
+    "MQTT_OPENS",
+    "MQTT_WINDOW",
+    "REASONS",
     "DoorAction",
     "DoorRules",
     "LockedOut",
     "OpenDoor",
+    "Reason",
     "Refused",
     "ScheduleHangup",
 ]
@@ -54,10 +75,28 @@ __all__ = [
 CODE_KEYS = "0123456789*ABCD"
 MAX_CODE_LENGTH = 8
 
+#: Callers tracked per kind of call (placed by the door, received). Far more than the entries of
+#: any ``incoming.allow`` or ``call.targets``, which are the only callers that can key a code.
+MAX_CALLERS = 64
+#: ``door/open`` commands accepted within :data:`MQTT_WINDOW` seconds; more are ``rate_limited``.
+#: A resident who taps "Open door" again because the visitor was slow needs a few, not dozens.
+MQTT_OPENS = 5
+MQTT_WINDOW = 60.0
+
 How = Literal["dtmf", "mqtt"]
-Reason = Literal["wrong_code", "not_allowed", "locked_out", "disabled"]
-_HOWS = ("dtmf", "mqtt")
-_REASONS = ("wrong_code", "not_allowed", "locked_out", "disabled")
+Reason = Literal[
+    "wrong_code",
+    "not_allowed",
+    "locked_out",
+    "disabled",
+    "rate_limited",  # too many door/open commands in MQTT_WINDOW
+    "no_relay",  # GPIO failed, or no door section: nothing to pulse
+    "already_open",  # the strike is powered right now; the pulse is not extended
+    "relay_resting",  # within the relay's off-time after a pulse
+]
+_HOWS: tuple[How, ...] = get_args(How)
+REASONS: tuple[Reason, ...] = get_args(Reason)
+"""Every reason a ``door_refused`` event can give, for the docs and the tests."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,15 +119,16 @@ class Refused:
     who: str
 
     def __post_init__(self) -> None:
-        if self.reason not in _REASONS:
+        if self.reason not in REASONS:
             raise ValueError(f"unknown refusal reason: {self.reason!r}")
 
 
 @dataclass(frozen=True, slots=True)
 class LockedOut:
-    """DTMF opening is locked until ``until`` (the same clock as ``now``)."""
+    """DTMF opening is locked for ``who`` until ``until`` (the same clock as ``now``)."""
 
     until: float
+    who: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,19 +145,96 @@ class ScheduleHangup:
 DoorAction = OpenDoor | Refused | LockedOut | ScheduleHangup
 
 
+@dataclass(slots=True)
+class _Tries:
+    """One caller's recent wrong codes, or their lockout."""
+
+    wrong: deque[float]
+    last: float  # the last wrong code: the entry is forgotten ``lockout`` seconds after it
+    locked_until: float | None = None
+
+
+class _Callers:
+    """Wrong codes and lockouts per caller, for one kind of call; bounded in size and time.
+
+    Entries are kept in the order of their last wrong code, so the ones to forget (``lockout``
+    seconds after it) are always at the front.
+    """
+
+    __slots__ = ("_table", "cap", "lockout", "max_attempts")
+
+    def __init__(self, max_attempts: int, lockout: float, cap: int) -> None:
+        self.max_attempts = max_attempts
+        self.lockout = lockout
+        self.cap = cap
+        self._table: dict[str, _Tries] = {}
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def attempts(self) -> int:
+        return sum(len(t.wrong) for t in self._table.values())
+
+    def prune(self, now: float) -> None:
+        table = self._table
+        while table:
+            key, first = next(iter(table.items()))
+            if now - first.last < self.lockout:
+                break
+            del table[key]
+
+    def locked_until(self, who: str, now: float) -> float | None:
+        self.prune(now)
+        tries = self._table.get(who)
+        if tries is not None:
+            return tries.locked_until
+        if len(self._table) >= self.cap and all(t.locked_until for t in self._table.values()):
+            # Full of lockouts: fail closed until the first of them ends.
+            return min(t.locked_until or now for t in self._table.values())
+        return None
+
+    def clear(self, who: str) -> None:
+        self._table.pop(who, None)
+
+    def wrong(self, who: str, now: float) -> float | None:
+        """Count a wrong code; the end of the lockout when this one locks ``who`` out."""
+        self.prune(now)
+        tries = self._table.pop(who, None)
+        if tries is None:
+            if len(self._table) >= self.cap:
+                self._evict()
+            tries = _Tries(deque(maxlen=self.max_attempts), now)
+        while tries.wrong and now - tries.wrong[0] >= self.lockout:
+            tries.wrong.popleft()
+        tries.wrong.append(now)
+        tries.last = now
+        if len(tries.wrong) >= self.max_attempts:
+            tries.wrong.clear()
+            tries.locked_until = now + self.lockout
+        self._table[who] = tries  # to the end: the newest
+        return tries.locked_until
+
+    def _evict(self) -> None:
+        victim = next((k for k, t in self._table.items() if t.locked_until is None), None)
+        if victim is None:  # only reached when callers bypass locked_until(); drop the oldest
+            victim = next(iter(self._table))
+        del self._table[victim]
+
+
 class DoorRules:
-    """The door-opening rules of one door, with their state (digits, attempts, lockout).
+    """The door-opening rules of one door, with their state (digits, attempts, lockouts).
 
     ``dtmf_code`` is 1 to 8 of ``0-9*ABCD``, or ``""`` for no opening by DTMF. Times are in
     seconds on one monotonic clock, passed in as ``now``.
     """
 
     __slots__ = (
-        "_attempts",
         "_code",
         "_digits",
+        "_incoming",
         "_last_digit",
-        "_locked_until",
+        "_mqtt_opens",
+        "_placed",
         "_told",
         "digit_timeout",
         "hangup_after_open",
@@ -156,8 +273,9 @@ class DoorRules:
         self.hangup_after_open = hangup_after_open
         self._digits = ""
         self._last_digit = -math.inf
-        self._attempts: deque[float] = deque()
-        self._locked_until: float | None = None
+        self._incoming = _Callers(max_attempts, lockout, MAX_CALLERS)
+        self._placed = _Callers(max_attempts, lockout, MAX_CALLERS)
+        self._mqtt_opens: deque[float] = deque(maxlen=MQTT_OPENS)
         self._told: set[Reason] = set()
         self.last_opened: float | None = None
         """When the door was last opened (either way), for state reports."""
@@ -179,8 +297,8 @@ class DoorRules:
     def __repr__(self) -> str:
         return (
             f"DoorRules(dtmf={'on' if self.dtmf_enabled else 'off'}, "
-            f"mqtt_open={self.mqtt_open_allowed}, attempts={len(self._attempts)}, "
-            f"locked_until={self._locked_until})"
+            f"mqtt_open={self.mqtt_open_allowed}, "
+            f"callers={len(self._placed)}+{len(self._incoming)})"
         )
 
     @property
@@ -192,20 +310,34 @@ class DoorRules:
         """Whether any request could open the door at all."""
         return self.dtmf_enabled or self.mqtt_open_allowed
 
-    def locked_until(self, now: float) -> float | None:
-        """The end of the current DTMF lockout, or None when not locked out at ``now``."""
-        if self._locked_until is not None and now >= self._locked_until:
-            self._locked_until = None
-            self._attempts.clear()
-            self._told.discard("locked_out")
-        return self._locked_until
+    def callers(self, now: float) -> int:
+        """How many callers the rules remember at ``now`` (both kinds of call): bounded."""
+        self._placed.prune(now)
+        self._incoming.prune(now)
+        return len(self._placed) + len(self._incoming)
 
-    def dtmf(self, digit: str, now: float, *, call_allowed: bool, caller: str) -> list[DoorAction]:
+    def locked_until(self, now: float, caller: str, *, placed: bool = False) -> float | None:
+        """The end of ``caller``'s DTMF lockout, or None when not locked out at ``now``."""
+        return (self._placed if placed else self._incoming).locked_until(caller, now)
+
+    def dtmf(
+        self,
+        digit: str,
+        now: float,
+        *,
+        call_allowed: bool,
+        caller: str,
+        placed: bool = False,
+        identity: str | None = None,
+    ) -> list[DoorAction]:
         """A key pressed on the phone during a call with ``caller``.
 
-        ``call_allowed`` says whether this call may open the door at all. Returns what to do:
-        nothing while a code is being keyed, else one of ``[OpenDoor, ScheduleHangup?]``,
-        ``[Refused]`` or ``[Refused("wrong_code"), LockedOut]``.
+        ``call_allowed`` says whether this call may open the door at all. ``placed`` says that
+        the door placed the call (``caller`` is then who answered). Wrong codes are counted
+        against ``identity`` (default ``caller``), which the app sets to the ``incoming.allow``
+        entry that admitted the call, so one allowed identity is one count however its From
+        header is spelled. Returns what to do: nothing while a code is being keyed, else one of
+        ``[OpenDoor, ScheduleHangup?]``, ``[Refused]`` or ``[Refused("wrong_code"), LockedOut]``.
         """
         if len(digit) != 1 or digit.upper() not in DIGITS:
             raise ValueError(f"not a DTMF digit: {digit!r}")
@@ -214,7 +346,10 @@ class DoorRules:
             return self._refuse_once("disabled", caller)
         if not call_allowed:
             return self._refuse_once("not_allowed", caller)
-        if self.locked_until(now) is not None:
+        table = self._placed if placed else self._incoming
+        key = caller if identity is None else identity
+        if table.locked_until(key, now) is not None:
+            self._digits = ""
             return self._refuse_once("locked_out", caller)
         if now - self._last_digit >= self.digit_timeout:
             self._digits = ""
@@ -228,20 +363,37 @@ class DoorRules:
                 return []
         entered, self._digits = self._digits, ""
         if hmac.compare_digest(entered.encode("ascii"), self._code):
-            self._attempts.clear()
+            table.clear(key)
             return self._open("dtmf", caller, now)
-        return self._wrong(caller, now)
+        until = table.wrong(key, now)
+        if until is None:
+            return [Refused("wrong_code", caller)]
+        self._told.add("locked_out")  # LockedOut said it; the next digit need not
+        return [Refused("wrong_code", caller), LockedOut(until, caller)]
 
-    def mqtt_open(self, now: float, *, in_call: bool = False) -> list[DoorAction]:
+    def mqtt_open(
+        self, now: float, *, in_call: bool = False, relay_busy: Reason | None = None
+    ) -> list[DoorAction]:
         """The MQTT "open door" command. The broker authenticates the sender, so neither the
-        allowlist nor the DTMF lockout applies; ``mqtt_open`` in the config is the only gate.
-        ``in_call`` asks for the hang-up after opening too, as a DTMF opening would."""
+        allowlist nor the DTMF lockout applies; ``mqtt_open`` in the config is the gate, and at
+        most :data:`MQTT_OPENS` openings within :data:`MQTT_WINDOW` seconds are obeyed.
+
+        ``relay_busy`` (``already_open``, ``relay_resting``) says the relay would refuse now: the
+        command is refused with that reason and uses none of the budget, so taps during a pulse
+        or its rest, and refused commands in general, cost the resident nothing. ``in_call``
+        asks for the hang-up after opening too, as a DTMF opening would."""
         if not self.mqtt_open_allowed:
             return [Refused("disabled", "mqtt")]
+        opens = self._mqtt_opens
+        if len(opens) == opens.maxlen and now - opens[0] < MQTT_WINDOW:
+            return [Refused("rate_limited", "mqtt")]
+        if relay_busy is not None:
+            return [Refused(relay_busy, "mqtt")]
+        opens.append(now)
         return self._open("mqtt", "mqtt", now, hangup=in_call)
 
     def call_ended(self) -> None:
-        """Forget the digits of this call; attempts and the lockout outlive it."""
+        """Forget the digits of this call; attempts and lockouts outlive it."""
         self._digits = ""
         self._last_digit = -math.inf
         self._told.clear()
@@ -252,17 +404,6 @@ class DoorRules:
         if hangup and self.hangup_after_open is not None:
             actions.append(ScheduleHangup(self.hangup_after_open))
         return actions
-
-    def _wrong(self, caller: str, now: float) -> list[DoorAction]:
-        while self._attempts and now - self._attempts[0] >= self.lockout:
-            self._attempts.popleft()
-        self._attempts.append(now)
-        if len(self._attempts) < self.max_attempts:
-            return [Refused("wrong_code", caller)]
-        self._attempts.clear()
-        self._locked_until = now + self.lockout
-        self._told.add("locked_out")  # LockedOut said it; the next digit need not
-        return [Refused("wrong_code", caller), LockedOut(self._locked_until)]
 
     def _refuse_once(self, reason: Reason, caller: str) -> list[DoorAction]:
         if reason in self._told:

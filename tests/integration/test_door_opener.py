@@ -105,6 +105,48 @@ def test_the_code_keyed_on_the_phone_pulses_the_strike(
     asyncio.run(scenario())
 
 
+def test_wrong_codes_in_a_call_to_the_door_leave_the_doors_own_calls_alone(
+    kamailio: Kamailio, handset: HandsetFactory
+) -> None:
+    """Someone calls the door as 621 (an allowed caller) and keys a wrong code: that incoming
+    caller is locked out. Then the doorbell rings 621, who opens with the right code: the calls
+    the door places are counted apart. Before, one lockout for everything refused it."""
+    phone = handset("621")
+    factory = MockFactory()
+    config = door_config(
+        kamailio,
+        door={"pin": 23, "pulse": 0.3, "dtmf_code": "1234", "max_attempts": 1},
+        incoming={"allow": ["621"], "answer_after": 0},
+    )
+
+    async def scenario() -> None:
+        app = _app(config, factory)
+        await app.start()
+        relay = factory.pin(23)
+        try:
+            await _until(lambda: app.phone.registered, 5, "registration")
+            await asyncio.to_thread(phone.dial, kamailio.uri("door"))
+            await asyncio.to_thread(phone.wait_event, "CALL_ESTABLISHED", 10)
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(phone.send_dtmf, "9999")
+            rules = app.door_rules
+            await _until(
+                lambda: rules.locked_until(time.monotonic(), "621") is not None, 5, "the lockout"
+            )
+            await asyncio.to_thread(phone.hangup)
+            await _until(lambda: app.call is None, 5, "the call to end")
+            app.ring(source="test")
+            await asyncio.to_thread(phone.wait_event, "CALL_ESTABLISHED", 10)
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(phone.send_dtmf, "1234")
+            await _until(lambda: relay.state is True, 3, "the strike to open")
+            assert rules.locked_until(time.monotonic(), "621") is not None  # still, incoming
+        finally:
+            await app.stop()
+
+    asyncio.run(scenario())
+
+
 def _write_config(tmp_path: Path, pbx: Kamailio, **extra: Any) -> Path:
     data = {
         "device_id": "frontdoor",

@@ -185,14 +185,80 @@ def test_malformed_ring_payload_is_ignored(
             await _until(lambda: app.bridge.connected, 5, "connected")
             probe.publish(f"{BASE}/call/ring", '{"targets": "not a list"}')
             probe.publish(f"{BASE}/call/ring", b"\xff\xfe{")
-            await asyncio.sleep(0.5)
+            await _until(lambda: app.bridge.malformed == 2, 5, "both counted")
             assert app.call is None
         finally:
             await app.stop()
 
     with caplog.at_level(logging.WARNING):
         asyncio.run(scenario())
-    assert sum("malformed" in r.getMessage() for r in caplog.records) == 2
+    # Counted both, logged once: the second came within the same window.
+    assert sum("malformed" in r.getMessage() for r in caplog.records) == 1
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_ring_targets_are_checked_and_foreign_ones_ring_nothing(
+    kamailio: Kamailio, handset: HandsetFactory, mosquitto: Any, mqtt_probe: Any
+) -> None:
+    """CR/LF in a target would write SIP headers of its own into the INVITE; a target outside
+    call.targets would dial any number with the door's account. Both ring nothing; a listed
+    target still rings."""
+    foreign = handset("622", answer="manual")
+    listed = handset("621", answer="manual")
+    probe = mqtt_probe(mosquitto)
+
+    async def scenario() -> None:
+        app = Intercom(
+            _config(kamailio, mosquitto),
+            phone_options=PhoneOptions(local_host="127.0.0.1", any_rtp_port=True, capture=True),
+        )
+        await app.start()
+        try:
+            await _until(lambda: app.bridge.connected and app.phone.registered, 10, "ready")
+            probe.publish(f"{BASE}/call/ring", '{"targets": ["622\\r\\nX-Injected: 1"]}')
+            probe.publish(f"{BASE}/call/ring", '{"targets": ["622"]}')
+            probe.publish(f"{BASE}/call/ring", '{"targets": ["sip:622@127.0.0.1"]}')
+            # Commands are taken in order: once 621 rings, the three before it were dealt with
+            # (and had one of them rung, a call would be up and 621's ring ignored).
+            probe.publish(f"{BASE}/call/ring", '{"targets": ["621"]}')
+            await asyncio.to_thread(listed.wait_event, "CALL_INCOMING", 10)
+            assert app.call is not None and app.call.targets == ["621"] and app.call.allowed
+            invites = [m for d, _t, m in app.phone.wire if d == "sent" and m.startswith(b"INVITE")]
+            assert invites and all(m.startswith(b"INVITE sip:621@") for m in invites)
+            assert (app.bridge.malformed, app.bridge.refused) == (1, 2)
+            app.hangup()
+            await _until(lambda: app.call is None, 5, "the call to end")
+        finally:
+            await app.stop()
+        assert not any(b"X-Injected" in m for _d, _t, m in app.phone.wire)
+        assert not foreign.find_events("CALL_INCOMING")
+
+    asyncio.run(scenario())
+
+
+def test_ring_any_target_rings_a_foreign_target_that_cannot_open_the_door(
+    kamailio: Kamailio, handset: HandsetFactory, mosquitto: Any, mqtt_probe: Any
+) -> None:
+    foreign = handset("622", answer="manual")
+    probe = mqtt_probe(mosquitto)
+
+    async def scenario() -> None:
+        app = _app(_config(kamailio, mosquitto, ring_any_target=True))
+        await app.start()
+        try:
+            await _until(lambda: app.bridge.connected and app.phone.registered, 10, "ready")
+            probe.publish(f"{BASE}/call/ring", '{"targets": ["622\\r\\nX: 1"]}')  # still checked
+            probe.publish(f"{BASE}/call/ring", '{"targets": ["622"]}')
+            await asyncio.to_thread(foreign.wait_event, "CALL_INCOMING", 10)
+            assert app.bridge.malformed == 1
+            assert app.call is not None and app.call.targets == ["622"]
+            assert not app.call.allowed  # DTMF in this call never opens the door
+            app.hangup()
+            await _until(lambda: app.call is None, 5, "the call to end")
+        finally:
+            await app.stop()
+
+    asyncio.run(scenario())
 
 
 def test_wrong_broker_password_is_a_clear_error_and_sip_keeps_serving(

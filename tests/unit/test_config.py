@@ -284,6 +284,25 @@ def test_target_and_caller_formats() -> None:
     ]
 
 
+def test_targets_and_callers_must_be_one_line_without_control_characters() -> None:
+    """A target is written into the INVITE's request line and To header: CR/LF would add SIP
+    headers of its own. One check, check_address, for the config and MQTT's call/ring."""
+    from intercom.config import check_address
+
+    fix = "give an extension like **9 or a SIP URI like sip:620@fritz.box"
+    assert errors_of(
+        minimal(call={"targets": ["621\r\nX-Evil: 1"]}, incoming={"allow": ["62\x000"]})
+    ) == [
+        f"call.targets[0]: must be one line without control characters; "
+        f"got '621\\r\\nX-Evil: 1'; {fix}",
+        f"incoming.allow[0]: must be one line without control characters; got '62\\x000'; {fix}",
+    ]
+    for bad in ("sip:621@x\r\nVia: y", "6\t21", "621\x7f", "\u2028621"):
+        with pytest.raises(ValueError, match="control characters"):
+            check_address(bad)
+    assert check_address("sip:620@fritz.box") == "sip:620@fritz.box"
+
+
 def test_a_single_target_may_be_written_without_a_list() -> None:
     assert parse(minimal(call={"targets": "**9"})).call.targets == ("**9",)
 

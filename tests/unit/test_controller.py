@@ -23,6 +23,7 @@ from intercom.sip.events import (
     CallEnded,
     CallRinging,
     CallUpdated,
+    DtmfReceived,
     IncomingCall,
     InfoReceived,
     RegistrationChanged,
@@ -161,6 +162,26 @@ def test_event_names_and_descriptions():
         "code": 200,
         "expires": 300,
     }
+
+
+def test_describe_names_a_dtmf_digit_only_when_asked() -> None:
+    """Hidden by default: keyed one by one into a log, the digits would spell the door code."""
+    dtmf = DtmfReceived(1, "7", "rfc4733")
+    assert describe(dtmf) == {"event": "dtmf", "method": "rfc4733"}
+    assert describe(dtmf, show_digits=True) == {"event": "dtmf", "digit": "7", "method": "rfc4733"}
+
+
+def test_intercom_ring_prints_no_digit_while_a_door_code_is_set() -> None:
+    import io
+
+    from intercom.cli import _Printer
+
+    for as_json in (True, False):
+        hidden, shown = io.StringIO(), io.StringIO()
+        _Printer(as_json, hidden)(DtmfReceived(1, "7", "info"))
+        _Printer(as_json, shown, show_digits=True)(DtmfReceived(1, "7", "info"))
+        assert "dtmf" in hidden.getvalue() and "digit" not in hidden.getvalue()
+        assert "digit" in shown.getvalue() and "7" in shown.getvalue()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ tens of milliseconds at most.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 import threading
@@ -28,7 +29,15 @@ from intercom.config import (
     LedConfig,
     parse_config,
 )
-from intercom.devices import MAX_PULSE, Chime, DoorbellButton, DoorRelay, Led
+from intercom.devices import (
+    MAX_PULSE,
+    MIN_REST,
+    Chime,
+    DoorbellButton,
+    DoorRelay,
+    Led,
+    OutputBusy,
+)
 from intercom.doorbell import Decision, PressFilter
 from intercom.errors import ConfigError
 
@@ -262,29 +271,89 @@ def test_pulse_is_capped_at_ten_seconds(
         relay = DoorRelay(DoorConfig(), pin_factory=factory)
         p = pin(factory, 23)
         assert relay.pulse(3600) == MAX_PULSE == 10.0
-        assert relay.pulse() == 3.0  # door.pulse
         assert p.state is True
         relay.close()  # off at once, the pending timer cancelled
         assert p.state is False and relay.closed and not relay.is_open
+        with DoorRelay(DoorConfig(pin=24), pin_factory=factory) as other:
+            assert other.pulse() == 3.0  # door.pulse
         await asyncio.sleep(0)
 
     asyncio.run(main())
     assert delays == [10.0, 3.0]
 
 
-def test_a_pulse_during_a_pulse_restarts_it(factory: MockFactory) -> None:
+def test_a_pulse_during_a_pulse_is_refused_and_does_not_extend_it(factory: MockFactory) -> None:
     async def main() -> None:
         with DoorRelay(DoorConfig(), pin_factory=factory) as relay:
             p = pin(factory, 23)
             relay.pulse(0.2)
             await asyncio.sleep(0.1)
-            relay.pulse(0.2)  # now ends 0.2 s from here, not 0.1 s
+            with pytest.raises(OutputBusy) as info:
+                relay.pulse(0.2)  # would have ended 0.2 s from here if restarted
+            assert info.value.state == "on" and 0.2 < info.value.ready_in <= 1.1
             await asyncio.sleep(0.15)
-            assert p.state is True
-            await asyncio.sleep(0.15)
-            assert p.state is False
-            p.assert_states([False, True, False])  # no flicker between the two pulses
+            assert p.state is False  # ended 0.2 s after the first request
+            with pytest.raises(OutputBusy) as info:
+                relay.pulse(0.2)  # resting now
+            assert info.value.state == "resting" and 0 < info.value.ready_in <= MIN_REST
+            p.assert_states([False, True, False])
             assert len(p.states) == 3
+
+    asyncio.run(main())
+
+
+def _on_off_times(p: MockPin) -> tuple[list[float], list[float]]:
+    """The durations of every complete on and of every off between two ons, from the pin's
+    history (each entry's timestamp is how long the state before it lasted)."""
+    states = p.states
+    on = [states[i].timestamp for i in range(1, len(states)) if states[i - 1].state]
+    off = [
+        states[i].timestamp
+        for i in range(2, len(states))
+        if states[i].state and not states[i - 1].state
+    ]
+    return on, off
+
+
+def test_a_stream_of_requests_never_holds_the_relay_on(
+    factory: MockFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests every 10 ms for 0.7 s: pulses of 0.1 s, each followed by at least as long off.
+    (Before the off-time existed, each request restarted the pulse: on for the whole stream.)"""
+    monkeypatch.setattr(devices, "MIN_REST", 0.05)  # so the rest is the pulse's own length
+    taken: list[float] = []
+
+    async def main() -> None:
+        with DoorRelay(DoorConfig(pulse=0.1), pin_factory=factory) as relay:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 0.7
+            while loop.time() < end:
+                with contextlib.suppress(OutputBusy):
+                    taken.append(relay.pulse())
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.15)
+
+    asyncio.run(main())
+    p = pin(factory, 23)
+    on, off = _on_off_times(p)
+    assert 2 <= len(taken) <= 4 and len(on) == len(taken), (taken, p.states)
+    assert all(0.095 <= t <= 0.13 for t in on), on
+    assert off and all(t >= 0.1 for t in off), off
+
+
+def test_the_rest_is_at_least_min_rest_after_a_short_pulse(
+    factory: MockFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(devices, "MIN_REST", 0.15)
+
+    async def main() -> None:
+        with DoorRelay(DoorConfig(), pin_factory=factory) as relay:
+            relay.pulse(0.02)
+            await asyncio.sleep(0.1)  # off since 0.02 s, longer than the pulse, within MIN_REST
+            with pytest.raises(OutputBusy, match="resting"):
+                relay.pulse(0.02)
+            await asyncio.sleep(0.1)
+            assert relay.pulse(0.02) == 0.02
 
     asyncio.run(main())
 
@@ -353,11 +422,14 @@ def test_chime_rings_for_its_pulse(factory: MockFactory) -> None:
             assert p.state is False and not chime.is_ringing
             assert chime.ring() == 0.05
             assert p.state is True and chime.is_ringing
+            assert chime.ring() == 0.0  # ringing already: neither extended nor an error
             await asyncio.sleep(0.1)
             assert p.state is False
-            assert chime.ring(60) == MAX_PULSE
+            assert chime.ring() == 0.0  # resting
         assert p.state is False
         chime.close()
+        with Chime(ChimeConfig(pin=26), pin_factory=factory) as chime:
+            assert chime.ring(60) == MAX_PULSE
 
     asyncio.run(main())
 

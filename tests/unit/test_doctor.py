@@ -200,8 +200,15 @@ def test_dtmf_not_detected_names_the_settings() -> None:
     assert not check.ok and "DTMF: not detected" in check.line()
     assert check.fix is not None and "RFC 2833/4733" in check.fix and "SIP INFO" in check.fix
     both = doctor_call._Listened(digits=[("1", "rfc4733"), ("2", "info")])
-    assert doctor_call._dtmf(both, 10).detail == "received 12 (RFC 4733, SIP INFO)"
+    assert doctor_call._dtmf(both, 10, hide=False).detail == "received 12 (RFC 4733, SIP INFO)"
     assert doctor_call._dtmf(doctor_call._Listened(), 0).ok
+
+
+def test_dtmf_check_does_not_name_the_keys_while_a_door_code_is_set() -> None:
+    both = doctor_call._Listened(digits=[("1", "rfc4733"), ("2", "info")])
+    assert doctor_call._dtmf(both, 10, hide=True).detail == "received 2 keys (RFC 4733, SIP INFO)"
+    one = doctor_call._Listened(digits=[("7", "rfc4733")])
+    assert doctor_call._dtmf(one, 10).detail == "received 1 key (RFC 4733)"  # hidden by default
 
 
 # -- the sound card ----------------------------------------------------------------------------

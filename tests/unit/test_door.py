@@ -10,6 +10,10 @@ import pytest
 
 from intercom.config import DoorConfig, parse_config
 from intercom.door import (
+    MAX_CALLERS,
+    MQTT_OPENS,
+    MQTT_WINDOW,
+    REASONS,
     DoorAction,
     DoorRules,
     LockedOut,
@@ -132,15 +136,18 @@ def test_lockout_after_max_attempts_and_its_end() -> None:
     r = rules()
     assert key(r, "0000", 0) == [Refused("wrong_code", ALICE)]
     assert key(r, "1111", 10) == [Refused("wrong_code", ALICE)]
-    assert key(r, "2222", 20) == [Refused("wrong_code", ALICE), LockedOut(until=21.5 + 300)]
-    assert r.locked_until(22.0) == 321.5
+    assert key(r, "2222", 20) == [
+        Refused("wrong_code", ALICE),
+        LockedOut(until=21.5 + 300, who=ALICE),
+    ]
+    assert r.locked_until(22.0, ALICE) == 321.5
     # While locked out even the right code is refused, once per call; digits are not collected.
     assert key(r, CODE, 30) == []  # already told by LockedOut in this call
     r.call_ended()
     assert key(r, CODE, 40) == [Refused("locked_out", ALICE)]
     assert key(r, "47", 321.0) == []
     # The lockout ends by time; digits keyed during it did not count.
-    assert r.locked_until(321.5) is None
+    assert r.locked_until(321.5, ALICE) is None
     assert key(r, "11", 321.5) == []
     assert key(r, "47", 322.5) == [Refused("wrong_code", ALICE)]  # "1147", a fresh attempt
     assert key(r, CODE, 330) == [OpenDoor("dtmf", ALICE)]
@@ -151,7 +158,7 @@ def test_attempts_survive_hanging_up_and_calling_again() -> None:
     for call in range(3):
         actions = key(r, "9999", call * 20.0)
         r.call_ended()
-    assert actions[-1] == LockedOut(until=40 + 1.5 + 300)
+    assert actions[-1] == LockedOut(until=40 + 1.5 + 300, who=ALICE)
 
 
 def test_wrong_codes_older_than_the_lockout_are_forgotten() -> None:
@@ -159,7 +166,7 @@ def test_wrong_codes_older_than_the_lockout_are_forgotten() -> None:
     assert key(r, "0000", 0) == [Refused("wrong_code", ALICE)]
     assert key(r, "0000", 200) == [Refused("wrong_code", ALICE)]
     assert key(r, "0000", 400) == [Refused("wrong_code", ALICE)]  # the one at 0 has expired
-    assert key(r, "0000", 450) == [Refused("wrong_code", ALICE), LockedOut(451.5 + 300)]
+    assert key(r, "0000", 450) == [Refused("wrong_code", ALICE), LockedOut(451.5 + 300, ALICE)]
 
 
 def test_right_code_resets_the_attempts() -> None:
@@ -173,7 +180,128 @@ def test_right_code_resets_the_attempts() -> None:
 
 def test_max_attempts_one_locks_at_once() -> None:
     r = rules(max_attempts=1, lockout=60.0)
-    assert key(r, "0000") == [Refused("wrong_code", ALICE), LockedOut(61.5)]
+    assert key(r, "0000") == [Refused("wrong_code", ALICE), LockedOut(61.5, ALICE)]
+
+
+# --- per caller ---------------------------------------------------------------------------------
+
+BOB = "sip:621@fritz.box"
+
+
+def test_a_strangers_wrong_codes_do_not_lock_out_another_caller() -> None:
+    """Eve, admitted by a forged allowed caller ID, keys wrong codes each time her lockout
+    ends; Alice, calling in between, still opens the door. (One shared lockout refused her.)"""
+    r = rules()
+    for round_start in (0.0, 400.0, 800.0):
+        for i in range(3):
+            actions = key(r, "0000", round_start + 10 * i, who=EVE)
+            r.call_ended()
+        assert actions[-1] == LockedOut(round_start + 21.5 + 300, EVE)
+        assert r.locked_until(round_start + 30, EVE) is not None
+        assert r.locked_until(round_start + 30, ALICE) is None
+        assert key(r, CODE, round_start + 30) == [OpenDoor("dtmf", ALICE)]
+        r.call_ended()
+        assert key(r, CODE, round_start + 40, who=EVE) == [Refused("locked_out", EVE)]
+        r.call_ended()
+
+
+def test_a_strangers_wrong_codes_do_not_lock_out_the_doors_own_calls() -> None:
+    """Incoming wrong codes under Bob's (forged) caller ID leave the call the door places to
+    Bob alone: placed calls are counted apart."""
+    r = rules(max_attempts=1)
+    assert key(r, "0000", who=BOB) == [Refused("wrong_code", BOB), LockedOut(301.5, BOB)]
+    r.call_ended()
+    assert r.locked_until(10.0, BOB) == 301.5
+    assert r.locked_until(10.0, BOB, placed=True) is None
+    placed = [
+        r.dtmf(d, 10.0 + i, call_allowed=True, caller=BOB, placed=True) for i, d in enumerate(CODE)
+    ]
+    assert placed[-1] == [OpenDoor("dtmf", BOB)]
+    r.call_ended()
+    # And the other way round: wrong codes in a placed call lock only placed calls to Bob.
+    wrong = [
+        r.dtmf(d, 20.0 + i, call_allowed=True, caller=ALICE, placed=True)
+        for i, d in enumerate("9999")
+    ]
+    assert wrong[-1] == [Refused("wrong_code", ALICE), LockedOut(323.0, ALICE)]
+    r.call_ended()
+    assert key(r, CODE, 30.0) == [OpenDoor("dtmf", ALICE)]
+
+
+def test_attempts_count_against_the_identity_not_the_spelling() -> None:
+    """The app counts an incoming call against the incoming.allow entry that admitted it, so
+    changing the host of a forged From buys no fresh tries."""
+    r = rules()
+    for i, host in enumerate(("a.example", "b.example", "c.example")):
+        who = f"sip:620@{host}"
+        actions = [
+            r.dtmf(d, 10.0 * i + j, call_allowed=True, caller=who, identity="620")
+            for j, d in enumerate("0000")
+        ]
+        r.call_ended()
+    assert actions[-1] == [
+        Refused("wrong_code", "sip:620@c.example"),
+        LockedOut(323.0, "sip:620@c.example"),
+    ]
+    assert r.locked_until(30.0, "620") == 323.0
+
+
+def test_the_right_code_clears_only_that_callers_attempts() -> None:
+    r = rules()
+    key(r, "0000", 0, who=EVE)
+    key(r, "0000", 5, who=EVE)
+    assert key(r, CODE, 10) == [OpenDoor("dtmf", ALICE)]
+    assert key(r, "0000", 15, who=EVE)[-1] == LockedOut(16.5 + 300, EVE)
+
+
+def test_the_caller_table_is_bounded_by_its_cap() -> None:
+    """Ten thousand callers with a wrong code each, within one lockout window."""
+    r = rules(lockout=86400.0)
+    for n in range(10_000):
+        key(r, "9#", n * 0.01, who=f"sip:{n}@x")
+        r.call_ended()
+        assert r.callers(n * 0.01) <= MAX_CALLERS
+    assert r.callers(100.0) == MAX_CALLERS
+
+
+def test_the_caller_table_forgets_a_caller_lockout_seconds_after_the_last_wrong_code() -> None:
+    """A year of uptime: a new caller keys a wrong code every ten minutes, and every hour one
+    of them locks itself out. The table holds only who acted in the last ``lockout`` seconds."""
+    r = rules(lockout=300.0, max_attempts=2)
+    year = 365 * 86400
+    for n, t in enumerate(range(0, year, 600)):
+        who = f"sip:{n}@x"
+        key(r, "9#", float(t), who=who)
+        if n % 6 == 0:
+            key(r, "9#", t + 2.0, who=who)  # the second wrong code: locked out
+        r.call_ended()
+        assert r.callers(t + 3.0) == 1
+    assert r.callers(year + 300.0) == 0
+
+
+def test_a_table_full_of_lockouts_fails_closed() -> None:
+    """Evicting a locked-out caller would give them fresh tries; a new caller waits instead."""
+    r = rules(max_attempts=1)
+    for n in range(MAX_CALLERS):
+        key(r, "9#", n * 0.01, who=f"sip:{n}@x")
+        r.call_ended()
+    assert key(r, CODE, 1.0, who=ALICE) == [Refused("locked_out", ALICE)]
+    r.call_ended()
+    assert r.locked_until(301.0, ALICE) is None  # the first lockout ended: room again
+    assert key(r, CODE, 301.0, who=ALICE) == [OpenDoor("dtmf", ALICE)]
+
+
+def test_a_full_table_makes_room_from_the_oldest_unlocked_caller() -> None:
+    r = rules(max_attempts=3)
+    key(r, "9#", 0.0, who=EVE)  # the oldest, one wrong code
+    for n in range(MAX_CALLERS - 1):
+        key(r, "9#", 1.0 + n * 0.01, who=f"sip:{n}@x")
+        r.call_ended()
+    key(r, "9#", 5.0, who=ALICE)  # the table is full: Eve's entry makes room
+    assert r.callers(5.0) == MAX_CALLERS
+    key(r, "9#", 6.0, who=EVE)
+    key(r, "9#", 7.0, who=EVE)
+    assert r.locked_until(8.0, EVE) is None  # she restarted from zero: 2 of 3
 
 
 # --- who may ------------------------------------------------------------------------------------
@@ -227,8 +355,39 @@ def test_mqtt_open_needs_permission() -> None:
 def test_mqtt_open_ignores_the_dtmf_lockout() -> None:
     """The broker authenticates the sender; a stranger's wrong codes must not lock it out."""
     r = rules(mqtt_open=True, max_attempts=1)
-    assert LockedOut(301.5) in key(r, "0000")
+    assert LockedOut(301.5, ALICE) in key(r, "0000")
     assert r.mqtt_open(2.0) == [OpenDoor("mqtt", "mqtt")]
+
+
+def test_mqtt_open_is_rate_limited() -> None:
+    """At most MQTT_OPENS in any MQTT_WINDOW; refused commands do not count, so the first
+    one after a flood's window is obeyed."""
+    r = rules(mqtt_open=True)
+    obeyed = [r.mqtt_open(t * 0.1) for t in range(1000)]  # 100 s of 10 commands a second
+    opened = [i for i, a in enumerate(obeyed) if a == [OpenDoor("mqtt", "mqtt")]]
+    assert opened == [0, 1, 2, 3, 4, 600, 601, 602, 603, 604]
+    assert all(
+        a == [Refused("rate_limited", "mqtt")] for i, a in enumerate(obeyed) if i not in opened
+    )
+    assert MQTT_OPENS == 5 and MQTT_WINDOW == 60.0
+
+
+def test_mqtt_open_while_the_relay_is_busy_uses_no_budget() -> None:
+    r = rules(mqtt_open=True)
+    for i in range(100):  # taps during a pulse and its rest
+        busy = "already_open" if i % 2 else "relay_resting"
+        assert r.mqtt_open(i * 0.01, relay_busy=busy) == [Refused(busy, "mqtt")]
+    assert [r.mqtt_open(2.0 + i) for i in range(MQTT_OPENS)] == [[OpenDoor("mqtt", "mqtt")]] * 5
+    assert r.mqtt_open(10.0) == [Refused("rate_limited", "mqtt")]
+    assert rules(mqtt_open=False).mqtt_open(0, relay_busy="already_open") == [
+        Refused("disabled", "mqtt")
+    ]
+
+
+def test_every_refusal_reason_is_a_valid_refused() -> None:
+    assert set(REASONS) >= {"rate_limited", "no_relay", "already_open", "relay_resting"}
+    for reason in REASONS:
+        assert Refused(reason, "x").reason == reason
 
 
 # --- hanging up after opening -----------------------------------------------------------------
@@ -255,7 +414,9 @@ def test_the_code_and_the_digits_are_in_no_repr() -> None:
     key(r, "975")
     text = repr(r)
     assert "97531" not in text and "975" not in text
-    assert text == "DoorRules(dtmf=on, mqtt_open=False, attempts=0, locked_until=None)"
+    assert text == "DoorRules(dtmf=on, mqtt_open=False, callers=0+0)"
+    key(r, "97#", 10.0)  # a wrong code: a caller is remembered, still no digits shown
+    assert repr(r) == "DoorRules(dtmf=on, mqtt_open=False, callers=0+1)"
     assert repr(rules(dtmf_code="")).startswith("DoorRules(dtmf=off,")
 
 
