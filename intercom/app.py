@@ -33,11 +33,9 @@ from intercom.door import (
     ScheduleHangup,
 )
 from intercom.doorbell import Decision, PressFilter
-from intercom.errors import ParseError
 from intercom.mqtt.commands import ring_targets
 from intercom.mqtt.discovery import last_call_result
 from intercom.phone import Phone, PhoneOptions
-from intercom.sip.address import NameAddr
 from intercom.sip.events import (
     CallAnswered,
     CallCalling,
@@ -47,7 +45,6 @@ from intercom.sip.events import (
     IncomingCall,
     RegistrationChanged,
 )
-from intercom.sip.incoming import caller_allowed
 from intercom.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -314,15 +311,6 @@ class Intercom:
         )
         return handle
 
-    def _allow_entry(self, caller: str) -> str | None:
-        """The incoming.allow entry that admits ``caller``, by the SIP core's own matching."""
-        try:
-            addr = NameAddr.parse(caller)
-        except (ParseError, ValueError):
-            return None
-        allow = self.config.incoming.allow
-        return next((entry for entry in allow if caller_allowed(addr, (entry,))), None)
-
     def hangup(self) -> None:
         if self.call is not None:
             self.phone.hangup(self.call.handle)
@@ -380,7 +368,7 @@ class Intercom:
                 [event.caller],
                 time.monotonic(),
                 placed=False,
-                identity=self._allow_entry(event.caller),
+                identity=event.entry,
             )
         if isinstance(event, CallAnswered) and self.call is not None:
             self.call.answered_at = time.monotonic()

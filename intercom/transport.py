@@ -218,7 +218,9 @@ class SipEndpoint:
                 try:
                     listener(event)
                 except Exception:
-                    log.exception("event listener failed on %r", event)
+                    log.exception(
+                        "event listener failed on a %s", type(event).__name__
+                    )  # no repr: it may hold DTMF
         self._arm()
 
     def _arm(self) -> None:

@@ -6,7 +6,7 @@ event with an unknown state or reason cannot exist.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 REGISTRATION_STATES = frozenset({"registering", "registered", "unregistered", "failed"})
 
@@ -91,6 +91,8 @@ class IncomingCall:
     call: int
     caller: str  # the From URI; spoofable, never proof of identity
     allowed: bool
+    #: The incoming.allow entry that admitted the call: who it counts as at the door.
+    entry: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +109,8 @@ class DtmfReceived:
     """A digit pressed on the other phone: RFC 4733 in the RTP, or a SIP INFO."""
 
     call: int
-    digit: str
-    method: str  # "rfc4733" or "info"
+    digit: str = field(repr=False)  # a repr in a log line must not spell the door code
+    method: str = "rfc4733"  # or "info"
 
     def __post_init__(self) -> None:
         if len(self.digit) != 1 or self.digit not in "0123456789*#ABCD":

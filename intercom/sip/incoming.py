@@ -43,25 +43,26 @@ TRANSITIONS: dict[InState, frozenset[InState]] = {
 }
 
 
-def caller_allowed(caller: NameAddr, allow: tuple[str, ...], *, via_pbx: bool) -> bool:
-    """Match a caller against ``incoming.allow`` entries: user names or full SIP URIs.
+def allow_entry(caller: NameAddr, allow: tuple[str, ...], *, via_pbx: bool) -> str | None:
+    """The first ``incoming.allow`` entry (a user name or a full SIP URI) that admits ``caller``.
 
     A bare user name says "this extension of my PBX", so it matches only when the call came
-    from the PBX (``via_pbx``); a full URI is compared user and host.
+    from the PBX (``via_pbx``); a full URI is compared user and host. The entry is the caller's
+    identity for the door's lockout: changing the host of a forged From buys no fresh tries.
     """
     user = caller.uri.user or ""
     for entry in allow:
-        entry = entry.strip()
-        if entry.startswith(("sip:", "sips:")):
+        text = entry.strip()
+        if text.startswith(("sip:", "sips:")):
             try:
-                allowed = NameAddr.parse(entry).uri
+                allowed = NameAddr.parse(text).uri
             except ParseError:
                 continue
             if (allowed.user, allowed.host.lower()) == (user, caller.uri.host.lower()):
-                return True
-        elif entry == user and via_pbx:
-            return True
-    return False
+                return entry
+        elif text == user and via_pbx:
+            return entry
+    return None
 
 
 class IncomingInvite:
@@ -79,7 +80,7 @@ class IncomingInvite:
         if busy:
             return 486, "Busy Here", "busy"
         via_pbx = core.trust.trusts(source[0])
-        if not caller_allowed(caller, core.settings.allow_incoming, via_pbx=via_pbx):
+        if allow_entry(caller, core.settings.allow_incoming, via_pbx=via_pbx) is None:
             return 403, "Forbidden", "not in incoming.allow"
         return None
 
@@ -103,7 +104,11 @@ class IncomingInvite:
         self.tag = core.new_tag()
         self.session: Session | None = None
         self._timer: int | None = None
-        self.caller = str(NameAddr.parse(invite.from_).uri.without_params())
+        caller = NameAddr.parse(invite.from_)
+        self.caller = str(caller.uri.without_params())
+        entry = allow_entry(
+            caller, core.settings.allow_incoming, via_pbx=core.trust.trusts(server.source[0])
+        )
         self._dialog = Dialog.from_uas(invite, self.tag)
         self._source = server.source
         self.state = InState.RINGING
@@ -111,7 +116,7 @@ class IncomingInvite:
         ringing = response_to(invite, 180, "Ringing", to_tag=self.tag)
         ringing.headers.add("Contact", core.contact())
         server.respond(ringing, now)
-        core.emit(IncomingCall(handle, self.caller, True))
+        core.emit(IncomingCall(handle, self.caller, True, entry))
         delay = core.settings.answer_after
         if delay is not None:
             self._timer = core.timers.call_at(now + delay, self.answer)

@@ -22,7 +22,9 @@ from intercom.app import Intercom
 from intercom.config import parse_config
 from intercom.mqtt.bridge import MqttBridge
 from intercom.mqtt.topics import Topics
+from intercom.sip.address import NameAddr
 from intercom.sip.events import CallAnswered, CallEnded, DtmfReceived, IncomingCall
+from intercom.sip.incoming import allow_entry
 
 CODE = "4711"
 ALICE = "sip:620@fritz.box"  # the resident, in incoming.allow
@@ -87,7 +89,9 @@ def on_off(p: MockPin) -> tuple[list[float], list[float]]:
 
 
 def answered_call(app: Intercom, caller: str, handle: int = 1) -> None:
-    app._handle(IncomingCall(handle, caller, True))
+    """An allowed incoming call, admitted (as the SIP core does) by its first allow entry."""
+    entry = allow_entry(NameAddr.parse(caller), app.config.incoming.allow, via_pbx=True)
+    app._handle(IncomingCall(handle, caller, True, entry))
     app._handle(CallAnswered(handle, caller, 200, b"", b"", incoming=True))
 
 

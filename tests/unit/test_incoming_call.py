@@ -225,7 +225,7 @@ def test_invite_from_an_allowed_caller_rings_then_answers_after_answer_after():
         assert resp.headers.get("CSeq") == "1 INVITE"
         assert Via.parse(resp.vias[0]).params["rport"] == "5060"  # stamped from the source
     (incoming,) = events(net)
-    assert incoming == IncomingCall(incoming.call, "sip:100@pbx.example", True)
+    assert incoming == IncomingCall(incoming.call, "sip:100@pbx.example", True, "100")
 
     net.run(1.99)
     assert pbx.take() == []
