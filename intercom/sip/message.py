@@ -64,6 +64,8 @@ _REQUEST_RE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+) (\S+) (SIP/2\.0)")
 #: C0 controls and DEL, except HTAB (LWS) and LF (the line break once CRLFs are LFs): a lone CR,
 #: NUL or ESC is in no header grammar, and echoing one back could end a header for some peer.
 _CTL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+#: The empty line that ends a header section; line ends may be CRLF or LF, even mixed.
+_BLANK_LINE_RE = re.compile(rb"\r?\n\r?\n")
 _CTL_BYTES = bytes([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F])
 # One list element: any run of plain text, <...> and "..." (with quoted pairs), up to a comma
 # outside both. Possessive, so a missing > or " costs no backtracking: the run goes to the end.
@@ -395,15 +397,12 @@ Message = SipRequest | SipResponse
 
 
 def _split_head(data: bytes) -> tuple[bytes, bytes]:
-    idx = data.find(b"\r\n\r\n")
-    sep = 4
-    if idx < 0:
-        idx = data.find(b"\n\n")
-        sep = 2
-    if idx < 0:
+    """The header section and the body, split at the first empty line, CRLF or LF ended."""
+    m = _BLANK_LINE_RE.search(data)
+    if m is None:
         # A datagram with headers only and no blank line: tolerate it (some stacks omit it).
         return data, b""
-    return data[:idx], data[idx + sep :]
+    return data[: m.start()], data[m.end() :]
 
 
 def _head_lines(text: str) -> list[str]:
@@ -560,12 +559,12 @@ _KEEPALIVE_RE = re.compile(rb"[\r\n]*")
 class StreamParser:
     """Frames SIP messages on a byte stream (TCP) by Content-Length, RFC 3261 section 18.3.
 
-    Linear in the bytes fed, however they are cut: the search for the blank line that ends a
-    header section resumes where the previous segment's search stopped, and each header section
-    is read once. At most one message of ``max_message`` bytes is held; a longer one, or a
-    Content-Length that promises one, raises :class:`ParseError`, after which the stream is
-    unusable (the caller closes the connection). ``scanned`` counts the bytes searched, so
-    tests can see the work done.
+    Linear in the bytes fed, however they are cut: the search for the empty line that ends a
+    header section (found as parse_message finds it) resumes where the previous segment's
+    search stopped, and each header section is read once. At most one message of
+    ``max_message`` bytes is held; a longer one, or a Content-Length that promises one, raises
+    :class:`ParseError`, after which the stream is unusable (the caller closes the connection).
+    ``scanned`` counts the bytes searched, so tests can see the work done.
     """
 
     def __init__(self, max_message: int = MAX_MESSAGE) -> None:
@@ -594,15 +593,15 @@ class StreamParser:
                 # Skip keep-alive CRLFs between messages (RFC 5626).
                 pos = _KEEPALIVE_RE.match(buf, pos).end()  # type: ignore[union-attr]
                 start = max(pos, self._searched - 3)
-                idx = buf.find(b"\r\n\r\n", start)
+                blank = _BLANK_LINE_RE.search(buf, start)
                 self.scanned += len(buf) - start
-                if idx < 0:
+                if blank is None:
                     self._searched = len(buf)
                     if len(buf) - pos > self._max:
                         raise ParseError("stream buffer overflow: no message boundary found")
                     break
-                length = _framing_length(bytes(buf[pos:idx]))
-                self._need = idx + 4 - pos + length
+                length = _framing_length(bytes(buf[pos : blank.start()]))
+                self._need = blank.end() - pos + length
                 if self._need > self._max:
                     raise ParseError(f"message of {self._need} bytes is too large", status_hint=513)
             if len(buf) - pos < self._need:
