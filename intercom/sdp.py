@@ -20,6 +20,9 @@ DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 #: let an offer make the answer as big as it likes; 16 is what Asterisk's pjmedia takes.
 MAX_MEDIA = 16
 _MAX_PT = 127  # RTP payload types are 7 bits
+#: The most formats an m= line may list: one per RTP payload type. Phones list about 20 (and
+#: Asterisk's pjmedia takes 72); more is junk that costs a microsecond each to read.
+MAX_FORMATS = _MAX_PT + 1
 _ADDRESS_TYPES = {"IP4": ipaddress.IPv4Address, "IP6": ipaddress.IPv6Address}
 
 
@@ -100,6 +103,8 @@ def _audio(value: str) -> tuple[int, list[int]] | None:
     if len(parts) < 3 or parts[0] != "audio":
         return None
     port = uint(parts[1].split("/")[0], max_digits=5)  # a port count may follow a slash
+    if len(parts) - 3 > MAX_FORMATS:
+        raise _bad("m=", value)
     formats = [_payload_type(p) for p in parts[3:]]
     if port is None or port > 65535 or None in formats:
         raise _bad("m=", value)

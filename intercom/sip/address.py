@@ -63,7 +63,8 @@ class SipUri:
     def parse(cls, text: str) -> SipUri:
         text = text.strip()
         _check_controls(text, "SIP URI")
-        m = _URI_RE.fullmatch(text)
+        # < and > are in no URI (RFC 3261 25.1): taking one would make a name-addr ambiguous.
+        m = None if "<" in text or ">" in text else _URI_RE.fullmatch(text)
         if not m:
             raise ParseError(f"malformed SIP URI {text[:80]!r}")
         hostport = m.group("hostport")

@@ -34,6 +34,10 @@ _ALGORITHMS: dict[str, tuple[str, str]] = {
     "SHA-256-SESS": ("sha256", "SHA-256-sess"),
 }
 
+# The most parameters one challenge may carry: RFC 7616 defines nine, so a challenge with more is
+# junk, and stopping there bounds the work a hostile header costs.
+_MAX_PARAMS = 32
+
 # Bounds the nonce-count table: a door intercom runs for months and every re-REGISTER may bring a
 # fresh nonce, while only the last few can still be accepted by the server.
 _MAX_TRACKED_NONCES = 32
@@ -108,15 +112,20 @@ def _parse_params(value: str, pos: int) -> dict[str, str]:
 
     Commas and whitespace are both accepted as separators because real PBXes emit everything
     from ``a="1",b="2"`` to newline-folded lists. The first occurrence of a name wins. A bare
-    token without ``=`` is taken as the start of a further challenge and ends the parse.
+    token without ``=`` is taken as the start of a further challenge and ends the parse. More
+    than ``_MAX_PARAMS`` parameters is an error.
     """
     params: dict[str, str] = {}
     n = len(value)
+    count = 0
     while True:
         while pos < n and (value[pos].isspace() or value[pos] == ","):
             pos += 1
         if pos >= n:
             return params
+        if count == _MAX_PARAMS:
+            raise AuthError(f"digest challenge with more than {_MAX_PARAMS} parameters")
+        count += 1
         m = _TOKEN_RE.match(value, pos)
         if m is None:
             raise AuthError(f"malformed digest challenge near {_shown(value[pos:])}")

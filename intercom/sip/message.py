@@ -432,7 +432,7 @@ def _parse_header_lines(lines: list[str]) -> tuple[Headers, list[str] | None]:
     folded: list[str] | None = None  # the parts of the last value while continuation lines come
 
     def unfold() -> None:
-        value = " ".join(folded or ())
+        value = " ".join(folded or ()).strip()
         if len(value) > MAX_HEADER_LINE:
             raise ParseError(f"folded header longer than {MAX_HEADER_LINE}", status_hint=513)
         items[-1] = (items[-1][0], value)
@@ -594,7 +594,7 @@ class StreamParser:
                 pos = _KEEPALIVE_RE.match(buf, pos).end()  # type: ignore[union-attr]
                 start = max(pos, self._searched - 3)
                 blank = _BLANK_LINE_RE.search(buf, start)
-                self.scanned += len(buf) - start
+                self.scanned += (len(buf) if blank is None else blank.end()) - start
                 if blank is None:
                     self._searched = len(buf)
                     if len(buf) - pos > self._max:

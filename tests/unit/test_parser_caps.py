@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from intercom import sdp
-from intercom.errors import ParseError, RemoteProtocolError
+from intercom.errors import AuthError, ParseError, RemoteProtocolError
 from intercom.media.dtmf import parse_info
 from intercom.sip import message
 from intercom.sip.address import NameAddr, SipUri, Via
+from intercom.sip.auth import parse_challenge
 from intercom.sip.message import (
     MAX_HEADER_LINE,
     MAX_HEADERS,
@@ -414,3 +415,19 @@ def test_connection_address_is_an_ip_literal(line: str) -> None:
     offer = f"v=0\r\n{line}\r\nt=0 0\r\nm=audio 5004 RTP/AVP 0\r\n".encode()
     with pytest.raises(RemoteProtocolError, match="bad c= line"):
         sdp.parse_audio(offer)
+
+
+def test_too_many_formats_on_an_m_line_are_refused() -> None:
+    # Each format costs a microsecond to read: a body full of them cost 12 ms before the cap.
+    formats = " ".join(str(i % 128) for i in range(sdp.MAX_FORMATS))
+    ok = f"{SESSION}m=audio 5004 RTP/AVP {formats}\r\n"
+    assert len(sdp.parse_audio(ok.encode()).codecs) > 0
+    with pytest.raises(RemoteProtocolError, match="bad m= line"):
+        sdp.parse_audio(f"{SESSION}m=audio 5004 RTP/AVP {formats} 0\r\n".encode())
+
+
+def test_challenge_with_too_many_parameters_is_refused() -> None:
+    base = 'Digest realm="r", nonce="n"'
+    assert parse_challenge(base + ", x=1" * 30).realm == "r"
+    with pytest.raises(AuthError, match="more than 32 parameters"):
+        parse_challenge(base + ", x=1" * 31)
