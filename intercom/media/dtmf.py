@@ -246,5 +246,5 @@ def _info_digit(value: str) -> str | None:
     value = value.strip().upper()
     if len(value) == 1 and value in DIGITS:
         return value
-    code = uint(value, max_digits=2)
+    code = uint(value, max_digits=3)
     return DIGITS[code] if code is not None and code < len(DIGITS) else None

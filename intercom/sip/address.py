@@ -2,6 +2,8 @@
 
 Only what a user agent needs: parse what PBXs actually send, keep unknown parameters intact, and
 serialize back. Parameters are kept in order so that a Route or Contact is echoed byte-exact.
+Whatever the text, parsing gives a value or :class:`ParseError`, in linear time; ports are ASCII
+digits, and control characters are refused because a parsed value may be written into a header.
 """
 
 from __future__ import annotations

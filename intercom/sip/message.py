@@ -3,8 +3,10 @@
 Pure code: bytes in, objects out, and back. Header names keep the spelling they arrived with, so a
 captured message serializes back to the same bytes, while lookups are case-insensitive and know
 the compact forms (``v`` for Via, ``i`` for Call-ID...). Malformed input raises
-:class:`ParseError`, which the transport logs and drops, or answers with 400 where RFC 3261 says
-so.
+:class:`ParseError`, and nothing else whatever the bytes, which the transport logs and drops, or
+answers with 400 where RFC 3261 says so. The input is hostile until proven otherwise: sizes are
+capped (``MAX_MESSAGE``, ``MAX_HEADERS``, ``MAX_HEADER_LINE``, ``MAX_HOPS``) before the work they
+bound, numbers are ASCII digits only, and nothing here is worse than linear in the input.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ _CTL_BYTES = bytes([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F])
 # outside both. Possessive, so a missing > or " costs no backtracking: the run goes to the end.
 _LIST_ITEM_RE = re.compile(r'(?:[^,"<]++|<[^>]*+>?|"[^"\\]*+(?:\\.[^"\\]*+)*+"?)++', re.DOTALL)
 
-# -- Caps: what a datagram or a TCP message may cost us (docs in /work/notes/decisions-parsers.md)
+# -- Caps: what one datagram or TCP message may cost us (measured in docs/decisions.md)
 #: The largest message taken, in bytes, by UDP or TCP: 16 KiB. RFC 3261 allows 65,535 bytes on
 #: UDP, but the largest message in tests/data/sip is 1.3 KB, pjsip (Asterisk, many phones) sends
 #: at most 4,000 bytes by default, Jami 8,000, and Azure's SIP gateway refuses anything over 10 KB.
