@@ -7,13 +7,23 @@ an error the caller answers with 488.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
+from intercom.ascii import uint
 from intercom.errors import RemoteProtocolError
 
 #: Static payload types of RFC 3551 that we can speak, by encoding name.
 STATIC_PT = {"PCMU": 0, "PCMA": 8, "G722": 9}
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+#: The most m= lines an offer may have. Our answer repeats every one (RFC 3264 6), so more would
+#: let an offer make the answer as big as it likes; 16 is what Asterisk's pjmedia takes.
+MAX_MEDIA = 16
+_MAX_PT = 127  # RTP payload types are 7 bits
+#: The most formats an m= line may list: one per RTP payload type. Phones list about 20 (and
+#: Asterisk's pjmedia takes 72); more is junk that costs a microsecond each to read.
+MAX_FORMATS = _MAX_PT + 1
+_ADDRESS_TYPES = {"IP4": ipaddress.IPv4Address, "IP6": ipaddress.IPv6Address}
 
 
 @dataclass(frozen=True)
@@ -77,8 +87,65 @@ class AudioStream:
         return self.address in ("0.0.0.0", "::") or self.direction in ("sendonly", "inactive")
 
 
+def _bad(what: str, value: str) -> RemoteProtocolError:
+    shown = value[:60] + "..." if len(value) > 60 else value
+    return RemoteProtocolError(f"bad {what} line {shown!r}", status_hint=488)
+
+
+def _payload_type(text: str) -> int | None:
+    pt = uint(text, max_digits=3)
+    return pt if pt is not None and pt <= _MAX_PT else None
+
+
+def _audio(value: str) -> tuple[int, list[int]] | None:
+    """The port and payload types of an audio m= line; None for another kind of line."""
+    parts = value.split()
+    if len(parts) < 3 or parts[0] != "audio":
+        return None
+    port = uint(parts[1].split("/")[0], max_digits=5)  # a port count may follow a slash
+    if len(parts) - 3 > MAX_FORMATS:
+        raise _bad("m=", value)
+    formats = [_payload_type(p) for p in parts[3:]]
+    if port is None or port > 65535 or None in formats:
+        raise _bad("m=", value)
+    return port, [f for f in formats if f is not None]
+
+
+def _address(value: str) -> str | None:
+    """A c= line's address: an IP literal of the type named, never a name to resolve."""
+    parts = value.split()
+    if len(parts) < 3:
+        return None
+    addr = parts[2].split("/")[0]  # a multicast TTL or count follows a slash
+    kind = _ADDRESS_TYPES.get(parts[1])
+    try:
+        if parts[0] != "IN" or kind is None:
+            raise ValueError(parts[1])
+        kind(addr)
+    except ValueError:
+        raise _bad("c=", value) from None
+    return addr
+
+
+def _rtpmap(arg: str) -> Codec | None:
+    """``a=rtpmap:<pt> <name>/<rate>[/<channels>]``; None for one we cannot read (ignored)."""
+    pt_text, _, enc = arg.partition(" ")
+    bits = enc.strip().split("/")
+    pt = _payload_type(pt_text)
+    rate = uint(bits[1]) if len(bits) >= 2 else None
+    if pt is None or not bits[0] or not rate:
+        return None
+    channels = uint(bits[2], max_digits=3) if len(bits) > 2 else None
+    return Codec(pt, bits[0], rate, channels or 1)
+
+
 def parse_audio(sdp: bytes) -> AudioStream:
-    """The first audio stream of an SDP body."""
+    """The first audio stream of an SDP body.
+
+    Raises :class:`RemoteProtocolError` (status 488) and nothing else, whatever the body holds.
+    Numbers are ASCII digits within their range (a port up to 65535, a payload type up to 127);
+    an address is an IP literal, since a host name would need a DNS lookup before each packet.
+    """
     try:
         text = sdp.decode("utf-8")
     except UnicodeDecodeError:
@@ -98,25 +165,26 @@ def parse_audio(sdp: bytes) -> AudioStream:
         kind, value = line[0], line[2:]
         if kind == "m":
             in_audio = False
+            if len(media_lines) == MAX_MEDIA:
+                raise RemoteProtocolError(
+                    f"SDP has more than {MAX_MEDIA} m= lines", status_hint=488
+                )
+            if not (value.isascii() and value.isprintable()):
+                raise _bad("m=", value)  # every m= line comes back in our answer
             media_lines.append(value)
-            parts = value.split()
-            if parts and parts[0] == "audio" and not found_audio and len(parts) >= 3:
-                try:
-                    port = int(parts[1].split("/")[0])
-                    formats = [int(p) for p in parts[3:]]
-                except ValueError:
-                    raise RemoteProtocolError(f"bad m= line {value!r}", status_hint=488) from None
+            audio = None if found_audio else _audio(value)
+            if audio is not None:
+                port, formats = audio
                 stream = AudioStream(address=session_addr or "", port=port, direction=session_dir)
                 stream.index = len(media_lines) - 1
                 in_audio = found_audio = True
             continue
-        if kind == "c":
-            parts = value.split()
-            if len(parts) >= 3:
-                addr = parts[2].split("/")[0]
+        if kind == "c" and (in_audio or not media_lines):
+            addr = _address(value)
+            if addr is not None:
                 if in_audio and stream is not None:
                     stream.address = addr
-                elif not media_lines:  # before the first m= line: session level
+                else:  # before the first m= line: session level
                     session_addr = addr
         elif kind == "a":
             name, _, arg = value.partition(":")
@@ -126,17 +194,18 @@ def parse_audio(sdp: bytes) -> AudioStream:
                 elif not media_lines:
                     session_dir = name
             elif name == "rtpmap" and in_audio:
-                pt_text, _, enc = arg.partition(" ")
-                bits = enc.split("/")
-                if pt_text.isdigit() and len(bits) >= 2 and bits[1].isdigit():
-                    channels = int(bits[2]) if len(bits) > 2 and bits[2].isdigit() else 1
-                    rtpmaps[int(pt_text)] = Codec(int(pt_text), bits[0], int(bits[1]), channels)
+                codec = _rtpmap(arg)
+                if codec is not None:
+                    rtpmaps[codec.pt] = codec
             elif name == "fmtp" and in_audio and stream is not None:
                 pt_text, _, params = arg.partition(" ")
-                if pt_text.isdigit():
-                    stream.fmtp[int(pt_text)] = params.strip()
-            elif name == "ptime" and in_audio and stream is not None and arg.strip().isdigit():
-                stream.ptime = int(arg.strip())
+                pt = _payload_type(pt_text)
+                if pt is not None:
+                    stream.fmtp[pt] = params.strip()
+            elif name == "ptime" and in_audio and stream is not None:
+                ptime = uint(arg, max_digits=4)
+                if ptime:
+                    stream.ptime = ptime
     if stream is None:
         raise RemoteProtocolError("SDP has no audio stream", status_hint=488)
     stream.media_lines = media_lines

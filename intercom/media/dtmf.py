@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
+from intercom.ascii import uint
 from intercom.media.rtp import RtpPacket
 from intercom.media.seq import SEQ_MOD, ts_add, ts_diff
 
@@ -216,7 +217,8 @@ def parse_info(content_type: str, body: bytes) -> DtmfDigit | None:
     ``application/dtmf-relay`` (``Signal=5`` and ``Duration=160`` lines, the de facto format of
     Cisco and most PBXs) and ``application/dtmf`` (just the digit) are read leniently: any case,
     spaces, LF-only lines, and event codes (``10`` for ``*``) where a digit was expected. A
-    readable signal with a bad duration still gives the digit, without a duration.
+    readable signal with a bad duration still gives the digit, without a duration. Numbers are
+    ASCII digits only (``uint``), so no body can make this raise.
     """
     mime = content_type.split(";", 1)[0].strip().lower()
     try:
@@ -232,8 +234,7 @@ def parse_info(content_type: str, body: bytes) -> DtmfDigit | None:
         digit = _info_digit(fields.get("signal", ""))
         if digit is None:
             return None
-        duration = fields.get("duration", "")
-        ms = int(duration) if duration.isascii() and duration.isdigit() else None
+        ms = uint(fields.get("duration", ""), max_digits=6)  # up to 999,999 ms
         return DtmfDigit(digit, "info", ms)
     if mime == "application/dtmf":
         digit = _info_digit(text)
@@ -245,6 +246,5 @@ def _info_digit(value: str) -> str | None:
     value = value.strip().upper()
     if len(value) == 1 and value in DIGITS:
         return value
-    if value.isascii() and value.isdigit() and int(value) < len(DIGITS):
-        return DIGITS[int(value)]
-    return None
+    code = uint(value, max_digits=3)
+    return DIGITS[code] if code is not None and code < len(DIGITS) else None

@@ -2,6 +2,8 @@
 
 Only what a user agent needs: parse what PBXs actually send, keep unknown parameters intact, and
 serialize back. Parameters are kept in order so that a Route or Contact is echoed byte-exact.
+Whatever the text, parsing gives a value or :class:`ParseError`, in linear time; ports are ASCII
+digits, and control characters are refused because a parsed value may be written into a header.
 """
 
 from __future__ import annotations
@@ -9,16 +11,30 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
+from intercom.ascii import uint
 from intercom.errors import ParseError
 
+# Every group stops at a delimiter the next one starts with, so a match never backtracks more
+# than once over the text: linear whatever a peer sends.
 _URI_RE = re.compile(
-    r"^(?P<scheme>sips?|tel):"
+    r"(?P<scheme>sips?|tel):"
     r"(?:(?P<user>[^@;?]*)@)?"
-    r"(?P<hostport>\[[^\]]+\](?::\d+)?|[^;?]*)"
+    r"(?P<hostport>\[[^\]]+\](?::[0-9]+)?|[^;?]*)"
     r"(?P<params>;[^?]*)?"
-    r"(?P<headers>\?.*)?$",
-    re.IGNORECASE,
+    r"(?P<headers>\?.*)?",
+    re.IGNORECASE | re.DOTALL,
 )
+_VIA_RE = re.compile(r"\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)\s+([^;\s]+)\s*(;.*)?", re.DOTALL)
+#: C0 controls and DEL: in no URI, and a CR or LF passed on into a header we write would end it.
+_CTL_RE = re.compile(r"[\x00-\x1f\x7f]")
+#: The same, except HTAB, which is linear white space around a name-addr or a Via's parts.
+_CTL_NOT_TAB_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _check_controls(text: str, what: str, pattern: re.Pattern[str] = _CTL_RE) -> None:
+    bad = pattern.search(text)
+    if bad is not None:
+        raise ParseError(f"control character {bad.group()!r} in {what} {text[:80]!r}")
 
 
 def _parse_params(text: str) -> dict[str, str | None]:
@@ -48,7 +64,9 @@ class SipUri:
     @classmethod
     def parse(cls, text: str) -> SipUri:
         text = text.strip()
-        m = _URI_RE.match(text)
+        _check_controls(text, "SIP URI")
+        # < and > are in no URI (RFC 3261 25.1): taking one would make a name-addr ambiguous.
+        m = None if "<" in text or ">" in text else _URI_RE.fullmatch(text)
         if not m:
             raise ParseError(f"malformed SIP URI {text[:80]!r}")
         hostport = m.group("hostport")
@@ -96,9 +114,10 @@ class SipUri:
 
 
 def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    port = uint(text, max_digits=5) if text == text.strip() else None
+    if port is None or not 0 < port < 65536:
         raise ParseError(f"bad port in {whole[:80]!r}")
-    return int(text)
+    return port
 
 
 @dataclass(frozen=True)
@@ -112,6 +131,7 @@ class NameAddr:
     @classmethod
     def parse(cls, text: str) -> NameAddr:
         text = text.strip()
+        _check_controls(text, "name-addr", _CTL_NOT_TAB_RE)
         if text == "*":
             raise ParseError("wildcard contact is not a name-addr")
         display: str | None = None
@@ -179,7 +199,8 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        m = re.match(r"^\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)\s+([^;\s]+)\s*(;.*)?$", text)
+        _check_controls(text, "Via", _CTL_NOT_TAB_RE)
+        m = _VIA_RE.fullmatch(text)
         if not m:
             raise ParseError(f"malformed Via {text[:80]!r}")
         hostport = m.group(2)

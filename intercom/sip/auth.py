@@ -34,6 +34,10 @@ _ALGORITHMS: dict[str, tuple[str, str]] = {
     "SHA-256-SESS": ("sha256", "SHA-256-sess"),
 }
 
+# The most parameters one challenge may carry: RFC 7616 defines nine, so a challenge with more is
+# junk, and stopping there bounds the work a hostile header costs.
+_MAX_PARAMS = 32
+
 # Bounds the nonce-count table: a door intercom runs for months and every re-REGISTER may bring a
 # fresh nonce, while only the last few can still be accepted by the server.
 _MAX_TRACKED_NONCES = 32
@@ -41,6 +45,16 @@ _MAX_TRACKED_NONCES = 32
 # RFC 7230 token characters; anything else ends a parameter name or an unquoted value.
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNQUOTED_VALUE_RE = re.compile(r"[^\s,\"]+")
+# C0 controls and DEL. The realm, nonce and opaque go back to the server inside our header, and
+# a CR or LF there would end it early (header injection), so a challenge carrying one is refused.
+_CTL_RE = re.compile(r"[\x00-\x1f\x7f]")
+#: The qops ``authorize`` can answer, in the order it prefers them.
+_QOPS = ("auth", "auth-int")
+
+
+def _shown(text: str) -> str:
+    """``text`` for an error message: short, so a hostile header cannot flood the log."""
+    return repr(text[:40] + "..." if len(text) > 40 else text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +104,7 @@ def _parse_quoted(value: str, pos: int) -> tuple[str, int]:
         else:
             out.append(ch)
             i += 1
-    raise AuthError(f"unterminated quoted string in digest challenge: {value[pos:]!r}")
+    raise AuthError(f"unterminated quoted string in digest challenge: {_shown(value[pos:])}")
 
 
 def _parse_params(value: str, pos: int) -> dict[str, str]:
@@ -98,18 +112,23 @@ def _parse_params(value: str, pos: int) -> dict[str, str]:
 
     Commas and whitespace are both accepted as separators because real PBXes emit everything
     from ``a="1",b="2"`` to newline-folded lists. The first occurrence of a name wins. A bare
-    token without ``=`` is taken as the start of a further challenge and ends the parse.
+    token without ``=`` is taken as the start of a further challenge and ends the parse. More
+    than ``_MAX_PARAMS`` parameters is an error.
     """
     params: dict[str, str] = {}
     n = len(value)
+    count = 0
     while True:
         while pos < n and (value[pos].isspace() or value[pos] == ","):
             pos += 1
         if pos >= n:
             return params
+        if count == _MAX_PARAMS:
+            raise AuthError(f"digest challenge with more than {_MAX_PARAMS} parameters")
+        count += 1
         m = _TOKEN_RE.match(value, pos)
         if m is None:
-            raise AuthError(f"malformed digest challenge near {value[pos:]!r}")
+            raise AuthError(f"malformed digest challenge near {_shown(value[pos:])}")
         name = m.group().lower()
         pos = m.end()
         while pos < n and value[pos].isspace():
@@ -131,16 +150,22 @@ def _parse_params(value: str, pos: int) -> dict[str, str]:
 def parse_challenge(value: str, *, proxy: bool = False) -> Challenge:
     """Parses a WWW-Authenticate / Proxy-Authenticate header value into a :class:`Challenge`.
 
-    Raises :class:`AuthError` for anything we could not answer, so the caller learns at parse
-    time rather than after sending a request that is bound to be rejected.
+    Raises :class:`AuthError`, and nothing else, for anything we could not answer: another
+    scheme, a missing realm or nonce, an algorithm we do not have, a qop list without ``auth`` or
+    ``auth-int`` (``auth-conf`` alone), or a value that cannot go back on the wire (a control
+    character, text that is not valid Unicode). So the caller learns at parse time rather than
+    after sending a request bound to be rejected, and :meth:`DigestClient.authorize` never
+    raises for a challenge that parsed.
     """
     text = value.strip()
     m = _TOKEN_RE.match(text)
     if m is None:
-        raise AuthError(f"empty or malformed authentication challenge: {value!r}")
+        raise AuthError(f"empty or malformed authentication challenge: {_shown(value)}")
     scheme = m.group()
     if scheme.lower() != "digest":
-        raise AuthError(f"unsupported authentication scheme {scheme!r}: only Digest is supported")
+        raise AuthError(
+            f"unsupported authentication scheme {_shown(scheme)}: only Digest is supported"
+        )
     params = _parse_params(text, m.end())
     if "realm" not in params:
         raise AuthError("digest challenge has no realm parameter")
@@ -150,9 +175,19 @@ def parse_challenge(value: str, *, proxy: bool = False) -> Challenge:
     if algorithm not in _ALGORITHMS:
         supported = ", ".join(spelling for _, spelling in _ALGORITHMS.values())
         raise AuthError(
-            f"unsupported digest algorithm {params['algorithm']!r} (supported: {supported})"
+            f"unsupported digest algorithm {_shown(params['algorithm'])} (supported: {supported})"
         )
     qop = tuple(q.strip().lower() for q in params.get("qop", "").split(",") if q.strip())
+    if qop and not any(q in qop for q in _QOPS):
+        raise AuthError(f"no supported qop offered (got {_shown(', '.join(qop))})")
+    for name in ("realm", "nonce", "opaque"):
+        field_value = params.get(name, "")
+        if _CTL_RE.search(field_value):
+            raise AuthError(f"control character in the digest challenge's {name}")
+        try:
+            field_value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise AuthError(f"the digest challenge's {name} is not valid Unicode") from None
     return Challenge(
         scheme="Digest",
         realm=params["realm"],
@@ -278,13 +313,8 @@ class DigestClient:
         algorithm = challenge.algorithm.upper()
         if algorithm not in _ALGORITHMS:
             raise AuthError(f"unsupported digest algorithm {challenge.algorithm!r}")
-        if not challenge.qop:
-            qop: str | None = None
-        elif "auth" in challenge.qop:
-            qop = "auth"
-        elif "auth-int" in challenge.qop:
-            qop = "auth-int"
-        else:
+        qop = next((q for q in _QOPS if q in challenge.qop), None)
+        if challenge.qop and qop is None:
             raise AuthError(f"no supported qop offered (got {', '.join(challenge.qop)})")
 
         sess = algorithm.endswith("-SESS")
@@ -335,20 +365,29 @@ _AUTH_HEADER_RE = re.compile(
     r"|authentication-info|proxy-authentication-info)[ \t]*:",
     re.IGNORECASE,
 )
+_SECRET_NAMES = r"(?<![\w\-.])(?P<name>response|cnonce|nonce|nextnonce|rspauth)"
 # A quoted string that is not one of the secret values is matched first and left alone, so a
-# username such as "nonce=1" cannot be mistaken for a parameter.
+# username such as "nonce=1" cannot be mistaken for a parameter. The closing quote is optional
+# and nothing is given back, so an unclosed quote costs one pass to the end of the line, not one
+# per later quote (which was quadratic); _mask_match masks such a tail if a secret name is in it.
 _SECRET_PARAM_RE = re.compile(
-    r'"(?:[^"\\\r\n]|\\.)*"'
-    r"|(?<![\w\-.])(?P<name>response|cnonce|nonce|nextnonce|rspauth)(?P<eq>[ \t]*=[ \t]*)"
-    r'(?P<value>"(?:[^"\\\r\n]|\\.)*"?|[^\s,"]*)',
+    r'(?P<quoted>"[^"\\\r\n]*+(?:\\.[^"\\\r\n]*+)*+"?)'
+    rf"|{_SECRET_NAMES}(?P<eq>[ \t]*=[ \t]*)"
+    r'(?P<value>"[^"\\\r\n]*+(?:\\.[^"\\\r\n]*+)*+"?|[^\s,"]*)',
     re.IGNORECASE,
 )
+_SECRET_NAME_RE = re.compile(_SECRET_NAMES + r"[ \t]*=", re.IGNORECASE)
 _LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)?")
 
 
 def _mask_match(m: re.Match[str]) -> str:
-    if m.group("name") is None:
-        return m.group()
+    quoted = m.group("quoted")
+    if quoted is not None:
+        # The pattern takes escaped quotes as pairs, so a final quote is always a closing one.
+        closed = len(quoted) > 1 and quoted.endswith('"')
+        if closed or not _SECRET_NAME_RE.search(quoted):
+            return quoted
+        return '"***'  # an unclosed quote with a secret's name in it: hide the rest of the line
     value = m.group("value")
     masked = '"***"' if value.startswith('"') else "***"
     return m.group("name") + m.group("eq") + masked

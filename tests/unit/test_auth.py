@@ -279,10 +279,46 @@ def test_sess_without_qop_sends_cnonce_but_no_nc() -> None:
     assert "qop" not in params
 
 
-def test_unknown_qop_only_is_refused() -> None:
-    challenge = parse_challenge('Digest realm="r", nonce="n", qop="auth-conf"')
+def test_unknown_qop_only_is_refused_when_parsed() -> None:
+    # Issue 10, finding 11: refused by parse_challenge, so that authorize never has to.
+    with pytest.raises(AuthError, match=r"^no supported qop offered \(got 'auth-conf'\)$"):
+        parse_challenge('Digest realm="r", nonce="n", qop="auth-conf"')
+    with pytest.raises(AuthError, match="qop"):
+        parse_challenge('Digest realm="r", nonce="n", qop="auth-conf, token"', proxy=True)
+
+
+def test_unknown_qop_beside_a_known_one_is_ignored() -> None:
+    challenge = parse_challenge('Digest realm="r", nonce="n", qop="auth-conf,auth-int"')
+    value = DigestClient(Credentials("u", "p")).authorize(challenge, "REGISTER", "sip:r")
+    assert parse_authorization(value)[0]["qop"] == "auth-int"
+
+
+def test_authorize_still_refuses_a_hand_made_challenge_with_an_unknown_qop() -> None:
+    challenge = Challenge("Digest", "r", "n", "MD5", ("auth-conf",), None, False, False)
     with pytest.raises(AuthError, match="qop"):
         DigestClient(Credentials("u", "p")).authorize(challenge, "REGISTER", "sip:r")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('Digest realm="a\rb", nonce="n"', "control character in the digest challenge's realm"),
+        ('Digest realm="r", nonce="n\x00"', "control character in the digest challenge's nonce"),
+        ('Digest realm="r", nonce="n", opaque="o\n"', "challenge's opaque"),
+        ('Digest realm="\ud800", nonce="n"', "realm is not valid Unicode"),
+    ],
+)
+def test_challenge_that_cannot_go_back_on_the_wire_is_refused(value: str, message: str) -> None:
+    # The realm, nonce and opaque are echoed in our Authorization header: a CR there would end
+    # the header early, and a lone surrogate would make authorize() raise UnicodeEncodeError.
+    with pytest.raises(AuthError, match=re.escape(message)):
+        parse_challenge(value)
+
+
+def test_error_messages_are_short_whatever_the_challenge() -> None:
+    with pytest.raises(AuthError) as info:
+        parse_challenge('Digest realm="r", nonce="' + "n" * 5000)
+    assert len(str(info.value)) < 120
 
 
 def test_quotes_in_username_are_escaped_on_the_wire_but_hashed_raw() -> None:
@@ -534,6 +570,16 @@ def test_mask_secrets_challenges_and_quoted_lookalikes() -> None:
         "\n"
         "nonce=body-text\n"
     )
+
+
+def test_mask_secrets_unclosed_quote() -> None:
+    # An unclosed quote runs to the end of the line: masked when a secret's name is inside it.
+    assert mask_secrets('Authorization: Digest opaque="o, response=deadbeef\r\nX: y\r\n') == (
+        'Authorization: Digest opaque="***\r\nX: y\r\n'
+    )
+    # Quotes pair up as the grammar reads them: here "nonce=" is inside the realm's quotes.
+    text = 'WWW-Authenticate: Digest realm="r, nonce="abc", x="y"\n'
+    assert mask_secrets(text) == text
 
 
 def test_mask_secrets_leaves_other_text_identical() -> None:
