@@ -362,8 +362,18 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
             self.endpoint.received(data, (addr[0], addr[1]))
-        except Exception:  # never let one bad datagram stop the socket
-            log.exception("error handling a datagram from %s", addr)
+        except Exception as exc:  # never let one bad datagram stop the socket
+            endpoint = self.endpoint
+            endpoint.limits.log(
+                logging.ERROR,
+                "udp-bug",
+                endpoint.now(),
+                "error handling a datagram from %s: %s: %s",
+                addr[0],
+                type(exc).__name__,
+                str(exc),
+            )
+            log.debug("the error", exc_info=True)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error: %s", exc)

@@ -27,7 +27,7 @@ from intercom.sip.core import ALLOW, AgentSettings, SdpProvider, SipCore
 from intercom.sip.dialog import DialogKey
 from intercom.sip.events import Event
 from intercom.sip.incoming import IncomingInvite
-from intercom.sip.message import SipRequest, SipResponse, parse_message
+from intercom.sip.message import MAX_HOPS, SipRequest, SipResponse, parse_message
 from intercom.sip.registration import Registration
 from intercom.sip.session import Session
 from intercom.sip.transaction import Addr, response_to
@@ -419,10 +419,17 @@ class UserAgent:
         if exc.status_hint == 513:
             resp.reason = "Message Too Large"
         wanted = {"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"}
+        vias = 0
         for line in head[1:40]:
             name, sep, value = line.partition(":")
-            if sep and name.strip().lower() in wanted and value.strip().isprintable():
-                resp.headers.add(name.strip(), value.strip())
+            key = name.strip().lower()
+            if not sep or key not in wanted or not value.strip().isprintable():
+                continue
+            if key in ("via", "v"):
+                vias += 1
+                if vias > MAX_HOPS:
+                    continue  # a response never carries more Vias than a request may
+            resp.headers.add(name.strip(), value.strip())
         if not resp.headers.get("Via"):
             return
         self.core.outbox.send(resp.to_bytes(), addr)

@@ -148,6 +148,8 @@ def test_a_bad_number_does_not_kill_a_tcp_connection() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
         writer.write(options("\u00b2") + options("2"))
         await writer.drain()
+        refused = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        assert refused.startswith(b"SIP/2.0 400 Bad Request")  # RFC 3261 8.2: malformed value
         answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
         assert answer.startswith(b"SIP/2.0 200 OK") and b"CSeq: 2 OPTIONS" in answer
         writer.close()
