@@ -17,6 +17,7 @@ import signal
 import time
 from pathlib import Path
 
+from intercom import config_warnings
 from intercom.app import Intercom
 from intercom.config import Config, load_config
 from intercom.errors import ConfigError
@@ -52,6 +53,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        self._warn()
         if not await self._start():
             return 0
         self.notifier.ready()
@@ -125,10 +127,17 @@ class Daemon:
             await self.app.stop()
             self.app = None
         self.config = config
+        self._warn()
         self.registration = "off" if not config.sip.register else "registering"
         if await self._start():
             self.notifier.ready()
             self._status()
+
+    def _warn(self) -> None:
+        """What `intercom check-config` warns about, once per configuration loaded."""
+        path = Path(self.path) if self.path is not None else None
+        for line in config_warnings.warnings(self.config, path):
+            log.warning("config: %s", line)
 
     # ---------------------------------------------------------------- status and watchdog
     def _on_event(self, event: Event) -> None:
