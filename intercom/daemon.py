@@ -176,11 +176,11 @@ class Daemon:
     async def _heartbeat(self) -> None:
         """The loop's side of the watchdog: prove it turns, and pass on SIP's progress."""
         period = self.notifier.watchdog_period()
-        if period is None or self._watchdog is None:
+        watchdog = self._watchdog  # one for the daemon's life; a reload only replaces its policy
+        if period is None or watchdog is None:
             return
         every = min(HEARTBEAT, period / 4)
         while True:
-            watchdog = self._watchdog
             watchdog.beat()
             registration = (
                 self.app.phone.agent.registration
