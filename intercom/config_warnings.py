@@ -75,8 +75,8 @@ def code_space(code: str) -> int:
 
 
 def _shortest_safe_length(keys: int, tries: int) -> int | None:
-    """The shortest code length whose space ``tries`` covers less than the allowed share of, if
-    one within the 8 keys a code may have does."""
+    """The shortest code length of which a day's ``tries`` cover less than the allowed share;
+    None when even the longest code allowed (8 keys) is too short."""
     for length in range(1, 9):
         if tries < MAX_DAILY_FRACTION * keys**length:
             return length
@@ -84,7 +84,7 @@ def _shortest_safe_length(keys: int, tries: int) -> int | None:
 
 
 def _share(fraction: float, space: int) -> str:
-    """ "all 10", "8.6% of the 10,000": how much of the code space a day's tries cover."""
+    """How much of the code space a day's tries cover: "all 10", "8.6% of the 10,000"."""
     if fraction >= 1:
         return f"all {space:,}"
     percent = f"{fraction:.0%}" if fraction >= 0.1 else f"{fraction:.1%}"
