@@ -65,11 +65,25 @@ def _load(path: str) -> Config | None:
 
 # ------------------------------------------------------------------------------ check-config
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from intercom import config_warnings
+
     config = _load(args.config)
     if config is None:
         return EXIT_ERROR
+    if args.secret_files:
+        # For scripts/install-pi: "key<TAB>absolute path" per file that holds a secret.
+        for key, path in config_warnings.secret_files(config):
+            print(f"{key}\t{path}")
+        return EXIT_OK
     print(describe(config))
-    print(f"{args.config}: OK")
+    found = config_warnings.warnings(config, Path(args.config))
+    if found:
+        print(f"{args.config}: {len(found)} warning(s); the door runs, but:", file=sys.stderr)
+        for line in found:
+            print(f"  - {line}", file=sys.stderr)
+        print(f"{args.config}: OK, with {len(found)} warning(s)")
+    else:
+        print(f"{args.config}: OK")
     return EXIT_OK
 
 
@@ -275,8 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
             "--mqtt-debug", action="store_true", help="log every MQTT message sent and received"
         )
 
-    p = sub.add_parser("check-config", help="validate a configuration file, listing all errors")
+    p = sub.add_parser(
+        "check-config", help="validate a configuration file, listing all errors and warnings"
+    )
     p.add_argument("-c", "--config", required=True, help="the YAML configuration file")
+    p.add_argument(
+        "--secret-files",
+        action="store_true",
+        help="only list the files the config names that hold secrets (key, tab, path)",
+    )
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("run", help="the daemon: register and keep the door reachable")

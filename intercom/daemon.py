@@ -4,7 +4,8 @@ SIGTERM or SIGINT: hang up, un-REGISTER, publish ``offline``, relay off, exit 0 
 SIGHUP: load the config again; a bad one is refused with its errors in the log and the old one
 keeps running. ``WATCHDOG=1`` goes out only while the event loop turns and the SIP stack has
 finished its last registration transaction recently, so that systemd restarts a daemon that looks
-alive but is dead inside.
+alive but is dead inside. The loop only reports a heartbeat; the decision and the ping are taken
+in a thread (:mod:`intercom.watchdog_thread`), the one place that can see the loop stall.
 """
 
 from __future__ import annotations
@@ -13,18 +14,24 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from pathlib import Path
 
+from intercom import config_warnings
 from intercom.app import Intercom
 from intercom.config import Config, load_config
 from intercom.errors import ConfigError
 from intercom.sip.events import Event, RegistrationChanged
 from intercom.systemd import Notifier
 from intercom.watchdog import WatchdogPolicy, sip_grace_for, status_line
+from intercom.watchdog_thread import WatchdogThread
 
 log = logging.getLogger("intercom")
 
 STOP_TIMEOUT = 4.5
+#: Seconds between two heartbeats of the event loop, at most; a short period makes it shorter
+#: (a quarter of it), so the grace window of one period always sees several beats.
+HEARTBEAT = 1.0
 
 
 class Daemon:
@@ -38,20 +45,20 @@ class Daemon:
         self.registration = "off" if not config.sip.register else "registering"
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
-        self._policy: WatchdogPolicy | None = None
+        self._watchdog: WatchdogThread | None = None
         self._last_sip: float | None = None
-        self._problem_logged = False
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        self._warn()
         if not await self._start():
             return 0
         self.notifier.ready()
         self._status()
-        watchdog = asyncio.create_task(self._watchdog())
+        heartbeat = asyncio.create_task(self._heartbeat())
         try:
             while not self._stop.is_set():
                 stop = asyncio.create_task(self._stop.wait())
@@ -63,7 +70,9 @@ class Daemon:
                     self._reload.clear()
                     await self._do_reload()
         finally:
-            watchdog.cancel()
+            heartbeat.cancel()
+            if self._watchdog is not None:
+                self._watchdog.stop()
             log.info("stopping")
             self.notifier.stopping()
             if self.app is not None:
@@ -118,18 +127,24 @@ class Daemon:
             await self.app.stop()
             self.app = None
         self.config = config
+        self._warn()
         self.registration = "off" if not config.sip.register else "registering"
         if await self._start():
             self.notifier.ready()
             self._status()
 
+    def _warn(self) -> None:
+        """What `intercom check-config` warns about, once per configuration loaded."""
+        path = Path(self.path) if self.path is not None else None
+        for line in config_warnings.warnings(self.config, path):
+            log.warning("config: %s", line)
+
     # ---------------------------------------------------------------- status and watchdog
     def _on_event(self, event: Event) -> None:
         if isinstance(event, RegistrationChanged):
             self.registration = event.state
-            if event.state == "failed" and event.retry_in is not None and self._policy:
-                now = asyncio.get_running_loop().time()
-                self._policy.sip_retry_at(now + event.retry_in)
+            if event.state == "failed" and event.retry_in is not None and self._watchdog:
+                self._watchdog.sip_retry_in(event.retry_in)
         self._status()
 
     def _status(self) -> None:
@@ -137,29 +152,36 @@ class Daemon:
         self.notifier.status(status_line(self.registration, state))
 
     def _setup_watchdog(self) -> None:
+        """Start the watchdog thread, or after a reload hand it a policy for the new config."""
         period = self.notifier.watchdog_period()
         if period is None:
-            self._policy = None
             return
-        now = asyncio.get_running_loop().time()
         refresh = self.config.sip.expires / 2
-        self._policy = WatchdogPolicy(
+        policy = WatchdogPolicy(
             period,
-            start=now,
+            start=time.monotonic(),
             sip_required=self.config.sip.register,
             sip_grace=sip_grace_for(period, refresh) if self.config.sip.register else None,
         )
         self._last_sip = None
-
-    async def _watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.replace(policy)
+            return
         loop = asyncio.get_running_loop()
+        self._watchdog = WatchdogThread(
+            policy, self.notifier, on_recovered=lambda: loop.call_soon_threadsafe(self._status)
+        )
+        self._watchdog.start()
+
+    async def _heartbeat(self) -> None:
+        """The loop's side of the watchdog: prove it turns, and pass on SIP's progress."""
+        period = self.notifier.watchdog_period()
+        watchdog = self._watchdog  # one for the daemon's life; a reload only replaces its policy
+        if period is None or watchdog is None:
+            return
+        every = min(HEARTBEAT, period / 4)
         while True:
-            policy = self._policy
-            if policy is None:
-                await asyncio.sleep(5)
-                continue
-            now = loop.time()
-            policy.loop_alive(now)
+            watchdog.beat()
             registration = (
                 self.app.phone.agent.registration
                 if self.app is not None and self.app.phone.agent is not None
@@ -168,13 +190,5 @@ class Daemon:
             if registration is not None and registration.last_result != self._last_sip:
                 self._last_sip = registration.last_result
                 if self._last_sip is not None:
-                    policy.sip_ok(now)
-            if policy.should_ping(now):
-                self.notifier.watchdog_ping()
-                self._problem_logged = False
-            elif not self._problem_logged:
-                problem = policy.problem(now) or "unknown"
-                log.error("watchdog: not pinging systemd: %s", problem)
-                self.notifier.status(f"unhealthy: {problem}")
-                self._problem_logged = True
-            await asyncio.sleep(policy.interval)
+                    watchdog.sip_ok()
+            await asyncio.sleep(every)

@@ -5,26 +5,28 @@ there, the PID file too, but the event loop is stuck or the SIP stack stopped an
 watchdog pinged from a timer of its own would keep such a daemon alive for ever. This policy
 pings only while two things are seen to work:
 
-* the event loop: a loop timer calls :meth:`WatchdogPolicy.loop_alive`; if it stops being
-  called, the loop is blocked;
+* the event loop: a timer on the loop calls :meth:`WatchdogPolicy.loop_alive` (the heartbeat);
+  if it stops being called, the loop is blocked;
 * the SIP stack: :meth:`WatchdogPolicy.sip_ok` is called whenever a transaction of ours finished
   (a registration refresh or an OPTIONS check answered, or timed out as the stack noticed by
   itself). A PBX that answers 403 or not at all is not a hung daemon, and a restart would not
   bring it back; what counts is that the stack's timers and transport still run.
 
-The policy is pure, like the SIP core: time is passed in (``loop.time()``), so tests run in
-virtual time and the policy never reads a clock. The daemon wires it up roughly so::
+The decision must not be taken on the loop it judges: a coroutine that asks "did the loop turn?"
+right after turning it always hears yes, and a blocked loop cannot log that it is blocked. So the
+loop only reports (heartbeat, SIP results), and :class:`intercom.watchdog_thread.WatchdogThread`
+asks :meth:`WatchdogPolicy.problem` from a thread of its own, sends ``WATCHDOG=1`` and logs
+"event loop stalled for N s" while the loop cannot.
 
-    period = notifier.watchdog_period()
-    if period is not None:
-        policy = WatchdogPolicy(period, start=loop.time(), sip_required=config.sip.register,
-                                sip_grace=sip_grace_for(period, refresh_interval))
-        # every policy.interval seconds, from a loop timer:
-        policy.loop_alive(loop.time())
-        if policy.should_ping(loop.time()):
-            notifier.watchdog_ping()
-        # on a registration refresh or OPTIONS answer: policy.sip_ok(loop.time())
-        # on a registration failure with retry_in: policy.sip_retry_at(loop.time() + retry_in)
+The policy is pure, like the SIP core: time is passed in (the same monotonic clock on both
+sides), so tests run in virtual time and the policy never reads a clock. The wiring, in
+:mod:`intercom.daemon`::
+
+    policy = WatchdogPolicy(period, start=now, sip_required=config.sip.register,
+                            sip_grace=sip_grace_for(period, refresh_interval))
+    thread = WatchdogThread(policy, notifier)   # every policy.interval: problem(now) or ping
+    # on the loop, every HEARTBEAT s: thread.beat(); on a finished SIP transaction: thread.sip_ok()
+    # on a registration failure with retry_in: thread.sip_retry_in(retry_in)
 
 Once pings stop, systemd kills the daemon after ``WatchdogSec=`` and ``Restart=on-failure``
 starts a fresh one.
@@ -46,6 +48,11 @@ _REGISTRATION_TEXT = {
 }
 
 
+def seconds(value: float) -> str:
+    """A duration for a log line: whole seconds, or tenths below ten seconds."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
 def sip_grace_for(period: float, refresh_interval: float) -> float:
     """The SIP silence to tolerate: two watchdog periods, or one refresh and its time-out.
 
@@ -63,7 +70,8 @@ class WatchdogPolicy:
     fresh daemon has a whole grace window to register. ``sip_required`` is False when the door
     does not register: then only the event loop matters. ``sip_grace`` is how long the SIP stack
     may stay silent (see :func:`sip_grace_for`); ``loop_grace`` how long the loop may go without
-    a tick (one period by default, twice the interval at which the loop ticks).
+    a heartbeat (one period by default: the heartbeat comes far more often, see
+    :data:`intercom.daemon.HEARTBEAT`).
     """
 
     def __init__(
@@ -90,8 +98,13 @@ class WatchdogPolicy:
         self._retry_at = start
 
     @property
+    def last_loop(self) -> float:
+        """When the loop last reported a heartbeat (the start, before the first one)."""
+        return self._last_loop
+
+    @property
     def interval(self) -> float:
-        """How often to tick and ask: half the period, the margin sd_watchdog_enabled(3) advises."""
+        """How often to ask and ping: half the period, the margin sd_watchdog_enabled(3) advises."""
         return self.period / 2
 
     # -- what the daemon reports --------------------------------------------------------------
@@ -117,7 +130,10 @@ class WatchdogPolicy:
         """Why a ping is not deserved at ``now``, in words for the log and STATUS=, or None."""
         stalled = now - self._last_loop
         if stalled > self.loop_grace:
-            return f"event loop stalled: no tick for {stalled:.0f} s"
+            return (
+                f"event loop stalled for {seconds(stalled)} s "
+                f"(allowed {seconds(self.loop_grace)} s)"
+            )
         if self.sip_required:
             silent = now - max(self._last_sip, self._retry_at)
             if silent > self.sip_grace:
@@ -129,7 +145,7 @@ class WatchdogPolicy:
         return None
 
     def should_ping(self, now: float) -> bool:
-        """True when the loop ticked recently and, if required, the SIP stack did its work."""
+        """True when the loop beat recently and, if required, the SIP stack did its work."""
         return self.problem(now) is None
 
 

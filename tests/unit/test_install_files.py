@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,6 +84,16 @@ def test_unit_parses_as_ini() -> None:
         ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK"),
         ("StateDirectory", "pi-intercom"),
         ("DevicePolicy", "closed"),
+        ("UMask", "0077"),
+        ("ProtectProc", "invisible"),
+        ("PrivateMounts", "yes"),
+        ("RemoveIPC", "yes"),
+        ("MemoryDenyWriteExecute", "yes"),
+        ("SystemCallArchitectures", "native"),
+        ("SystemCallErrorNumber", "EPERM"),
+        ("MemoryMax", "256M"),
+        ("TasksMax", "64"),
+        ("LimitNOFILE", "512"),
     ],
 )
 def test_service_settings(unit, key: str, value: str) -> None:
@@ -142,6 +154,35 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     assert ours == []
 
 
+def test_system_call_filter(unit) -> None:
+    # What each line is for: tests/integration/test_unit_sandbox.py checks them against strace.
+    assert unit["Service"]["SystemCallFilter"] == [
+        "@system-service",
+        "~@privileged @resources",
+        "mbind set_mempolicy sched_setscheduler",
+    ]
+    assert "ProcSubset" not in unit["Service"]  # gpiozero reads /proc/device-tree, /proc/cpuinfo
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_security_rates_it_2_or_better(tmp_path: Path) -> None:
+    # Issue 10 asked for 2.0 or lower (it was 3.6). --offline reads the file, no systemd needed.
+    text = UNIT.read_text().replace("/opt/pi-intercom/venv/bin/intercom", shutil.which("true"))
+    copy = tmp_path / "pi-intercom.service"
+    copy.write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if "--offline" in result.stderr and "unrecognized" in result.stderr:
+        pytest.skip("this systemd-analyze has no --offline (systemd < 250)")
+    found = re.search(r"Overall exposure level for pi-intercom.service: ([0-9.]+)", result.stdout)
+    assert found, result.stdout + result.stderr
+    assert float(found.group(1)) <= 2.0, result.stdout
+
+
 # -- the installer ------------------------------------------------------------------------------
 def test_installer_is_valid_bash() -> None:
     subprocess.run(["bash", "-n", str(INSTALLER)], check=True)
@@ -188,6 +229,7 @@ def test_dry_run_mentions_every_step_and_changes_nothing(tmp_path: Path) -> None
         "==> virtualenv",
         "==> pi-intercom from",
         "==> configuration",
+        "==> secret files named by",
         "==> systemd unit",
         "==> service pi-intercom.service",
         "==> done",
@@ -283,3 +325,106 @@ def test_unknown_option(tmp_path: Path) -> None:
     result = installer(tmp_path, "--frobnicate")
     assert result.returncode == 2
     assert "unknown option --frobnicate" in result.stderr
+
+
+# -- the secret files the config names ----------------------------------------------------------
+def fake_venv(root: Path) -> None:
+    """An installed pi-intercom under the root, as a second run finds it: this checkout's."""
+    bin_dir = root / "opt/pi-intercom/venv/bin"
+    bin_dir.mkdir(parents=True)
+    intercom = bin_dir / "intercom"
+    intercom.write_text(f'#!/bin/sh\nexec {sys.executable} -m intercom "$@"\n')
+    intercom.chmod(0o755)
+
+
+def configured_with_secrets(root: Path) -> Path:
+    etc = root / "etc/pi-intercom"
+    etc.mkdir(parents=True)
+    config = etc / "intercom.yaml"
+    tls = etc / "tls"
+    tls.mkdir()
+    for path in (etc / "sip-password", etc / "mqtt-password", tls / "client.key"):
+        path.write_text("secret\n")
+        path.chmod(0o644)
+    config.write_text(
+        EXAMPLE.read_text()
+        + "\nmqtt:\n  host: 127.0.0.1\n  username: door\n"
+        + f"  password_file: {etc}/mqtt-password\n"  # absolute
+        + "  tls: {cert_file: tls/client.key, key_file: tls/client.key}\n"  # relative
+    )
+    # The example's sip.password line gives way to a password file, relative to the config.
+    text = config.read_text()
+    assert "\n  password: " in text
+    config.write_text(
+        "\n".join(
+            "  password_file: sip-password" if line.startswith("  password: ") else line
+            for line in text.splitlines()
+        )
+    )
+    return config
+
+
+@needs_dpkg
+def test_dry_run_secures_every_secret_file_the_config_names(tmp_path: Path) -> None:
+    fake_venv(tmp_path)
+    configured_with_secrets(tmp_path)
+    before = tree(tmp_path)
+    first = installer(tmp_path, "--dry-run")
+    assert first.returncode == 0, first.stderr
+    assert installer(tmp_path, "--dry-run").stdout == first.stdout
+    assert tree(tmp_path) == before  # shown, not done
+    out = first.stdout
+    etc = tmp_path / "etc/pi-intercom"
+    assert "==> secret files named by" in out
+    for path in (etc / "sip-password", etc / "mqtt-password", etc / "tls/client.key"):
+        assert f"(dry run) chown root:pi-intercom {path}\n" in out
+        assert f"(dry run) chmod 0640 {path}\n" in out
+    # After the config's own permissions, before the unit.
+    assert out.index("==> configuration") < out.index("==> secret files") < out.index("==> systemd")
+
+
+@needs_dpkg
+def test_dry_run_keeps_secret_files_that_are_right_already(tmp_path: Path) -> None:
+    # This machine has no group pi-intercom, and a test should not create one: a stat in front
+    # of the real one reports the files this test owns as root:pi-intercom instead.
+    configured_with_secrets(tmp_path / "root")
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "stat").write_text(
+        "#!/bin/sh\n"
+        f'{shutil.which("stat")} "$@" | sed "s/ $(id -un) $(id -gn)$/ root pi-intercom/"\n'
+    )
+    (shim / "stat").chmod(0o755)
+    root = tmp_path / "root"
+    fake_venv(root)
+    etc = root / "etc/pi-intercom"
+    secrets = [etc / "sip-password", etc / "mqtt-password", etc / "tls/client.key"]
+    secrets[0].chmod(0o640)
+    secrets[2].chmod(0o640)
+    env = {**os.environ, "INSTALL_PI_ROOT": str(root), "PATH": f"{shim}:{os.environ['PATH']}"}
+    out = subprocess.run(
+        ["bash", str(INSTALLER), "--dry-run"], capture_output=True, text=True, env=env, timeout=120
+    ).stdout
+    assert f"ok: {secrets[0]} (sip.password_file, 0640 root:pi-intercom)" in out
+    assert f"ok: {secrets[2]} (mqtt.tls.key_file, 0640 root:pi-intercom)" in out
+    assert f"(dry run) chmod 0640 {secrets[1]}\n" in out  # 0644: still fixed
+    assert f"(dry run) chmod 0640 {secrets[0]}" not in out
+
+
+@needs_dpkg
+def test_dry_run_with_a_broken_config_names_no_secret_file(tmp_path: Path) -> None:
+    fake_venv(tmp_path)
+    config = configured_with_secrets(tmp_path)
+    (tmp_path / "etc/pi-intercom/sip-password").unlink()  # a config error now
+    out = installer(tmp_path, "--dry-run").stdout
+    assert "cannot tell which files hold secrets" in out
+    assert f"{config} has errors" in out
+    assert "(dry run) chmod 0640 " + str(tmp_path / "etc/pi-intercom/mqtt") not in out
+
+
+@needs_dpkg
+def test_first_dry_run_says_secret_files_are_done_on_the_real_run(tmp_path: Path) -> None:
+    (tmp_path / "etc/pi-intercom").mkdir(parents=True)
+    shutil.copy(EXAMPLE, tmp_path / "etc/pi-intercom/intercom.yaml")
+    out = installer(tmp_path, "--dry-run").stdout
+    assert "pi-intercom is not in" in out and "sets each secret file" in out

@@ -81,7 +81,13 @@ def test_stops_when_the_loop_stalls() -> None:
     pings = run(policy, 0, 700, loop=lambda t: t < 600)
     assert max(pings) <= 600 + PERIOD
     assert not policy.should_ping(700)
-    assert "event loop stalled" in (policy.problem(700) or "")
+    assert policy.problem(700) == "event loop stalled for 115 s (allowed 30 s)"
+    assert policy.last_loop == 600 - policy.interval  # the last beat before the block
+
+
+def test_short_stalls_are_told_in_tenths() -> None:
+    policy = WatchdogPolicy(1.0, start=0.0, sip_required=False)
+    assert policy.problem(2.54) == "event loop stalled for 2.5 s (allowed 1.0 s)"
 
 
 def test_a_late_tick_within_one_period_is_tolerated() -> None:
