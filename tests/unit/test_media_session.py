@@ -148,12 +148,16 @@ def test_malformed_and_foreign_rtp_is_dropped() -> None:
         await a.start(answer)
         await b.start(offer)
         await asyncio.sleep(0.3)
+        # Garbage from the peer itself (its own socket): parsed, counted malformed, dropped.
+        assert b.sock is not None
+        b.sock.sendto(b"\x00garbage", ("127.0.0.1", a.port))
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as intruder:
+            # A stranger's packets are not even parsed: garbage or RTP, they are foreign.
             intruder.sendto(b"\x00garbage", ("127.0.0.1", a.port))
             intruder.sendto(bytes([0x80, 0x00]) + bytes(10) + b"x" * 160, ("127.0.0.1", a.port))
             await asyncio.sleep(0.1)
         assert a.stats.malformed == 1
-        assert a.stats.foreign == 1  # after latching, a stranger's single packet is ignored
+        assert a.stats.foreign == 2  # after latching, a stranger's packets are ignored
         assert a.remote == ("127.0.0.1", b.port)
         assert digits["a"] == []
         await a.stop()
