@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from intercom import sdp
-from intercom.errors import RemoteProtocolError
 from intercom.media.codecs import AudioCodec, Pcm, create_codec
 from intercom.media.dtmf import DtmfReceiver, DtmfSender, events_for
 from intercom.media.jitter import JitterBuffer
@@ -185,6 +184,8 @@ class RtpStream:
         self.codec: AudioCodec | None = None
         self._codec_desc: sdp.Codec | None = None
         self._audio_pt = -1
+        self._samples = 0  # per frame, at the codec's audio rate
+        self._ts_step = 0  # per frame, on the RTP clock
         self._event_pt: int | None = None
         self._event_rate = 8000
         # Who may send: the SDP's address, the latched source, and whether the latch is open.
@@ -217,15 +218,9 @@ class RtpStream:
         return self._latched or self._sdp_addr
 
     @property
-    def allowed_host(self) -> str | None:
-        """The one IP address packets are taken from (any port until the latch)."""
-        return self._sdp_addr[0] if self._sdp_addr is not None else None
-
-    @property
     def frame_samples(self) -> int:
         """Samples per 20 ms frame at the codec's audio rate (the session reads that many)."""
-        assert self.codec is not None
-        return self.codec.frame_samples(FRAME_MS)
+        return self._samples
 
     # ---------------------------------------------------------------- offer and answer
     def offer(self, local: Addr) -> bytes:
@@ -244,7 +239,7 @@ class RtpStream:
         """Our answer to ``offer``, for RTP at ``local``; None refuses it (488)."""
         try:
             remote = sdp.parse_audio(offer)
-        except (RemoteProtocolError, ValueError) as exc:
+        except Exception as exc:  # the peer's SDP, at the border: refused, never fatal
             log.warning("refusing an SDP offer: %s", exc)
             return None
         self.sdp_version += 1
@@ -260,8 +255,8 @@ class RtpStream:
     def start(self, remote_sdp: bytes, now: float) -> None:
         """The call is answered: ``remote_sdp`` is their answer or their offer.
 
-        Raises :class:`RemoteProtocolError` for an unreadable SDP and ValueError when no codec
-        is shared. The stream's clock starts at its first :meth:`tick`.
+        Raises :class:`~intercom.errors.RemoteProtocolError` for an unreadable SDP and ValueError
+        when no codec is shared. The stream's clock starts at its first :meth:`tick`.
         """
         remote = sdp.parse_audio(remote_sdp)
         if (self.offered or self.codec is None) and not self._negotiate(remote):
@@ -276,7 +271,7 @@ class RtpStream:
         """
         try:
             remote = sdp.parse_audio(remote_sdp)
-        except (RemoteProtocolError, ValueError) as exc:
+        except Exception as exc:  # the peer's SDP, at the border: refused, never fatal
             log.warning("ignoring an unusable SDP update: %s", exc)
             return False
         if self.offered:
@@ -292,6 +287,8 @@ class RtpStream:
         if self._codec_desc is None or chosen.name != self._codec_desc.name:
             self.codec = create_codec(chosen.name)
             self.stats.codec = chosen.name
+            self._samples = self.codec.frame_samples(FRAME_MS)
+            self._ts_step = self.codec.timestamp_step(FRAME_MS)
             self._jitter = JitterBuffer(frame_ms=FRAME_MS, depth_ms=self.jitter_ms)
         self._codec_desc = chosen
         self._audio_pt = chosen.pt
@@ -311,15 +308,15 @@ class RtpStream:
         host; a changed (ip, port) also forgets the old latch, so the door sends to the new
         address until the peer's audio latches again.
         """
-        zero = remote.address in _NO_ADDRESS or remote.port == 0
-        ip = _ip(remote.address)
-        if not zero and ip is None:
-            # Resolving it would block the loop on every packet; RTP needs an address.
+        no_address = remote.address in _NO_ADDRESS or remote.port == 0
+        ip = None if no_address else _ip(remote.address)
+        if not no_address and ip is None:
+            # Resolving it would block the loop on every packet: no audio, and the RTP time-out
+            # ends the call rather than leaving it up in silence.
             log.warning("the SDP names %r, not an IP address: no audio", remote.address)
-            zero = True
-        self.sending = not (zero or remote.direction in ("sendonly", "inactive"))
-        self.on_hold = zero or remote.direction != "sendrecv"
-        if not zero and ip is not None:
+        self.sending = ip is not None and remote.direction not in ("sendonly", "inactive")
+        self.on_hold = no_address or remote.direction != "sendrecv"
+        if ip is not None:
             new = (ip, remote.port)
             if new != self._sdp_addr:
                 self._sdp_addr = new
@@ -404,7 +401,7 @@ class RtpStream:
             self._outbox.append((self._next_packet(codec, pcm).serialize(), destination))
             stats.sent += 1
             stats.pacing.add(now)
-        self._ts = (self._ts + codec.timestamp_step(FRAME_MS)) & 0xFFFFFFFF
+        self._ts = (self._ts + self._ts_step) & 0xFFFFFFFF
         heard = self._playout(codec, now)
         if metering:
             self._level_in = max(self._level_in, _dbfs(heard))
@@ -435,7 +432,7 @@ class RtpStream:
 
     def _playout(self, codec: AudioCodec, now: float) -> Pcm:
         frame = self._jitter.pop(now)
-        samples = codec.frame_samples(FRAME_MS)
+        samples = self._samples
         if frame.kind == "audio" and frame.payload is not None:
             try:
                 heard = codec.decode(frame.payload)

@@ -275,6 +275,39 @@ def test_nothing_is_sent_before_start() -> None:
     assert stream.stats.foreign == 1
 
 
+def test_an_answered_offer_follows_the_same_rules() -> None:
+    """An incoming call: the door answers the phone's offer, which names who may send."""
+    stream = RtpStream(("PCMA",), rtp_timeout=TIMEOUT, jitter_ms=40)
+    answer = stream.answer(phone_sdp(), DOOR)
+    assert answer is not None and b"m=audio 40000 " in answer
+    stream.start(phone_sdp(), 0.0)
+    stranger, phone = Sender(0xBAD), Sender(0x600D)
+    stream.receive_datagram(stranger.audio(), STRANGER, 0.0)
+    for data in stranger.digit("1"):
+        stream.receive_datagram(data, STRANGER, 0.0)
+    stream.receive_datagram(phone.audio(), PHONE, 0.0)
+    stream.tick(0.0, np.zeros(160, dtype=np.int16))
+    assert stream.stats.latched == PHONE and stream.stats.foreign > 1
+    assert stream.next_event() is None
+    assert [addr for _d, addr in stream.datagrams_to_send()] == [PHONE]
+
+
+def test_an_unusable_sdp_update_changes_nothing() -> None:
+    call = Call()
+    call.talk(Sender(0x600D), PHONE, 3)
+    assert call.stream.update(b"v=0\r\nm=video 0 RTP/AVP 31\r\n", call.now) is False
+    assert call.stream.destination == PHONE and call.stream.sending
+
+
+def test_an_sdp_naming_a_host_name_sends_nothing_and_times_out() -> None:
+    """A name would need a DNS lookup per packet on the event loop: no audio, and the call ends
+    by the RTP time-out instead of staying up in silence."""
+    call = Call(answer=phone_sdp(address="phone.example"))
+    call.tick(int(TIMEOUT / 0.020) + 5, lambda c: c.deliver(Sender(1).audio(), PHONE))
+    assert call.sent == [] and call.stream.destination is None
+    assert call.events == [TimedOut(TIMEOUT)]
+
+
 # ---------------------------------------------------------------- hold and the time-out
 
 
