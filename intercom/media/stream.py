@@ -368,7 +368,12 @@ class RtpStream:
             self.stats.arrival.add(arrival if arrival is not None else now)
             self._jitter.push(packet, now)
         elif pt == self._event_pt:
-            for digit in self._dtmf_rx.feed(packet):
+            try:
+                digits = self._dtmf_rx.feed(packet)
+            except RtpError:  # feed() counts its own malformations; this is a second guard
+                self.stats.malformed += 1
+                return
+            for digit in digits:
                 self.stats.dtmf_received += 1
                 self._events.append(DigitReceived(digit.digit))
 
