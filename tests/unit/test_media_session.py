@@ -1,7 +1,8 @@
 """Two media sessions on loopback: latching, hold, DTMF, time-out and malformed input.
 
-These use real UDP sockets on 127.0.0.1 (the session is the thin adapter around the pure parts),
-and short real waits: a fraction of a second each.
+These use real UDP sockets on 127.0.0.1 (the session is the thin adapter around the pure
+``RtpStream``, whose rules tests/unit/test_rtp_stream.py checks in virtual time), and short real
+waits: a fraction of a second each.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import asyncio
 import socket
 
 import numpy as np
+import pytest
 
 from intercom import sdp
 from intercom.media.audio import NullSink, ToneSource
-from intercom.media.session import MediaSession, MediaSettings
+from intercom.media.session import MediaSession, MediaSettings, candidate_ports
 
 
 class Recorder(NullSink):
@@ -148,12 +150,16 @@ def test_malformed_and_foreign_rtp_is_dropped() -> None:
         await a.start(answer)
         await b.start(offer)
         await asyncio.sleep(0.3)
+        # Garbage from the peer itself (its own socket): parsed, counted malformed, dropped.
+        assert b.sock is not None
+        b.sock.sendto(b"\x00garbage", ("127.0.0.1", a.port))
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as intruder:
+            # A stranger's packets are not even parsed: garbage or RTP, they are foreign.
             intruder.sendto(b"\x00garbage", ("127.0.0.1", a.port))
             intruder.sendto(bytes([0x80, 0x00]) + bytes(10) + b"x" * 160, ("127.0.0.1", a.port))
             await asyncio.sleep(0.1)
         assert a.stats.malformed == 1
-        assert a.stats.foreign == 1  # after latching, a stranger's single packet is ignored
+        assert a.stats.foreign == 2  # after latching, a stranger's packets are ignored
         assert a.remote == ("127.0.0.1", b.port)
         assert digits["a"] == []
         await a.stop()
@@ -166,3 +172,57 @@ def test_no_shared_codec_refuses_the_offer() -> None:
     a, _b, _s, _d, _t = _pair("G722")
     offer = sdp.build("127.0.0.1", 4000, [sdp.PCMU], session_id=5)
     assert a.local_sdp(offer) is None
+
+
+#: Below Linux's ephemeral ports (32768-60999), where the other tests' sockets do not land.
+RANGE = (20000, 20398)
+
+
+def _bind(port_min: int, port_max: int) -> MediaSession:
+    settings = MediaSettings(host="127.0.0.1", port_min=port_min, port_max=port_max)
+    session = MediaSession(settings, lambda rate: ToneSource(440, -20, rate), NullSink)
+    session.bind()
+    return session
+
+
+def test_rtp_ports_are_random_and_even_within_the_range() -> None:
+    ports = []
+    for _ in range(20):
+        session = _bind(*RANGE)
+        ports.append(session.port)
+        assert session.sock is not None
+        session.sock.close()
+    assert all(RANGE[0] <= p <= RANGE[1] and p % 2 == 0 for p in ports), ports
+    # The first call no longer always takes the lowest port: a stranger cannot guess it.
+    assert len(set(ports)) >= 10, ports
+
+
+def test_a_taken_port_is_skipped_and_a_full_range_is_an_error() -> None:
+    low = 20500
+    taken = []
+    try:
+        for port in (low, low + 2):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", port))
+            taken.append(sock)
+        for _ in range(5):
+            session = _bind(low, low + 5)
+            assert session.port == low + 4
+            assert session.sock is not None
+            session.sock.close()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", low + 4))
+        taken.append(sock)
+        with pytest.raises(OSError, match="no free RTP port in 20500-20505"):
+            _bind(low, low + 5)
+    finally:
+        for sock in taken:
+            sock.close()
+
+
+def test_candidate_ports_cover_every_even_port_of_the_range() -> None:
+    ports = list(candidate_ports(11, 21))
+    assert set(ports) == {12, 14, 16, 18, 20}
+    assert ports[-5:] and sorted(ports[-5:]) == [12, 14, 16, 18, 20]  # each once, at the end
+    assert set(candidate_ports(20, 20)) == {20}
+    assert list(candidate_ports(21, 21)) == []
