@@ -33,11 +33,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from intercom import sdp
+from intercom.errors import ProtocolError
 from intercom.media.codecs import AudioCodec, Pcm, create_codec
 from intercom.media.dtmf import DtmfReceiver, DtmfSender, events_for
 from intercom.media.jitter import JitterBuffer
 from intercom.media.rtp import RtpError, RtpPacket
 from intercom.media.seq import random_initial
+from intercom.ratelimit import LogLimiter
 
 log = logging.getLogger(__name__)
 
@@ -123,22 +125,6 @@ class TimedOut:
 StreamEvent = DigitReceived | TimedOut
 
 
-class _Throttle:
-    """At most one log line per ``interval`` seconds of the caller's clock."""
-
-    __slots__ = ("_next", "interval")
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._next: float | None = None
-
-    def ready(self, now: float) -> bool:
-        if self._next is not None and now < self._next:
-            return False
-        self._next = now + self.interval
-        return True
-
-
 def _dbfs(pcm: Pcm) -> float:
     peak = max(int(pcm.max()), -int(pcm.min())) if pcm.size else 0
     return 20 * math.log10(peak / 32768) if peak else -120.0
@@ -208,8 +194,7 @@ class RtpStream:
         self._meterings = 0
         self._outbox: list[tuple[bytes, Addr]] = []
         self._events: deque[StreamEvent] = deque()
-        self._foreign_log = _Throttle(LOG_INTERVAL)
-        self._malformed_log = _Throttle(LOG_INTERVAL)
+        self._limits = LogLimiter(log, LOG_INTERVAL)
 
     # ---------------------------------------------------------------- where RTP goes and comes from
     @property
@@ -239,7 +224,7 @@ class RtpStream:
         """Our answer to ``offer``, for RTP at ``local``; None refuses it (488)."""
         try:
             remote = sdp.parse_audio(offer)
-        except Exception as exc:  # the peer's SDP, at the border: refused, never fatal
+        except ProtocolError as exc:  # the peer's SDP: refused (488), never fatal
             log.warning("refusing an SDP offer: %s", exc)
             return None
         self.sdp_version += 1
@@ -271,7 +256,7 @@ class RtpStream:
         """
         try:
             remote = sdp.parse_audio(remote_sdp)
-        except Exception as exc:  # the peer's SDP, at the border: refused, never fatal
+        except ProtocolError as exc:  # the peer's SDP: ignored, never fatal
             log.warning("ignoring an unusable SDP update: %s", exc)
             return False
         if self.offered:
@@ -309,11 +294,8 @@ class RtpStream:
         address until the peer's audio latches again.
         """
         no_address = remote.address in _NO_ADDRESS or remote.port == 0
+        # The SDP parser admits only IP literals in c= (a name would need a lookup per packet).
         ip = None if no_address else _ip(remote.address)
-        if not no_address and ip is None:
-            # Resolving it would block the loop on every packet: no audio, and the RTP time-out
-            # ends the call rather than leaving it up in silence.
-            log.warning("the SDP names %r, not an IP address: no audio", remote.address)
         self.sending = ip is not None and remote.direction not in ("sendonly", "inactive")
         self.on_hold = no_address or remote.direction != "sendrecv"
         if ip is not None:
@@ -341,13 +323,14 @@ class RtpStream:
             packet = RtpPacket.parse(data)
         except RtpError as exc:
             self.stats.malformed += 1
-            if self._malformed_log.ready(now):
-                log.info(
-                    "dropped a malformed RTP packet from %s:%s (%d so far): %s",
-                    *addr,
-                    self.stats.malformed,
-                    exc,
-                )
+            self._limits.info(
+                "malformed",
+                now,
+                "dropped a malformed RTP packet from %s:%s (%d so far): %s",
+                *addr,
+                self.stats.malformed,
+                str(exc),
+            )
             return
         pt = packet.payload_type
         if self._armed and pt == self._audio_pt and packet.payload:
@@ -379,14 +362,15 @@ class RtpStream:
 
     def _drop_foreign(self, addr: Addr, now: float) -> None:
         self.stats.foreign += 1
-        if self._foreign_log.ready(now):
-            peer = self.destination
-            log.warning(
-                "dropped RTP from %s:%s, not the call's peer (%s); %d dropped so far",
-                *addr,
-                "none yet" if peer is None else f"{peer[0]}:{peer[1]}",
-                self.stats.foreign,
-            )
+        peer = self.destination
+        self._limits.warning(
+            "foreign",
+            now,
+            "dropped RTP from %s:%s, not the call's peer (%s); %d dropped so far",
+            *addr,
+            "none yet" if peer is None else f"{peer[0]}:{peer[1]}",
+            self.stats.foreign,
+        )
 
     # ---------------------------------------------------------------- the 20 ms clock
     def tick(self, now: float, pcm: Pcm) -> Pcm:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from intercom import sdp
+from intercom.errors import RemoteProtocolError
 from intercom.media.codecs import alaw_encode
 from intercom.media.dtmf import DtmfReceiver, DtmfSender
 from intercom.media.rtp import RtpPacket
@@ -299,13 +300,15 @@ def test_an_unusable_sdp_update_changes_nothing() -> None:
     assert call.stream.destination == PHONE and call.stream.sending
 
 
-def test_an_sdp_naming_a_host_name_sends_nothing_and_times_out() -> None:
-    """A name would need a DNS lookup per packet on the event loop: no audio, and the call ends
-    by the RTP time-out instead of staying up in silence."""
-    call = Call(answer=phone_sdp(address="phone.example"))
-    call.tick(int(TIMEOUT / 0.020) + 5, lambda c: c.deliver(Sender(1).audio(), PHONE))
-    assert call.sent == [] and call.stream.destination is None
-    assert call.events == [TimedOut(TIMEOUT)]
+def test_an_sdp_naming_a_host_name_is_refused_before_any_audio() -> None:
+    """A name would need a DNS lookup per packet on the event loop: the SDP parser refuses it,
+    so an offer gets 488 and an answer fails the call's start, and nothing is ever sent."""
+    stream = RtpStream(("PCMA",), rtp_timeout=TIMEOUT, jitter_ms=40)
+    assert stream.answer(phone_sdp(address="phone.example"), DOOR) is None
+    stream.offer(DOOR)
+    with pytest.raises(RemoteProtocolError):
+        stream.start(phone_sdp(address="phone.example"), 100.0)
+    assert stream.datagrams_to_send() == [] and stream.destination is None
 
 
 # ---------------------------------------------------------------- hold and the time-out
