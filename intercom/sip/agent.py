@@ -132,7 +132,17 @@ class UserAgent:
         return self.core.timers.next_deadline()
 
     def handle_timer(self, now: float) -> None:
-        self.core.timers.run_due(now)
+        def failed(exc: Exception) -> None:
+            self.core.limits.log(
+                logging.ERROR,
+                "timer-bug",
+                now,
+                "a SIP timer failed: %s: %s",
+                type(exc).__name__,
+                str(exc),
+            )
+
+        self.core.timers.run_due(now, failed)
 
     def next_event(self) -> Event | None:
         events = self.core.events

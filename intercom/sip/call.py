@@ -139,7 +139,12 @@ class Leg:
         try:
             dialog = Dialog.from_uac(self.invite, resp)
         except RemoteProtocolError as exc:
+            # No dialog can be built, so there is nothing to ACK or BYE: the leg has failed
+            # (the phone gives up on its own 32 s later), and the call must not wait for it.
             log.warning("unusable 2xx from %s: %s", self.target, exc)
+            if self.active:
+                self._done(now)
+                self.call.leg_failed(self, resp.status, "error", now)
             return
         existing = self.core.sessions.get(dialog.key)
         if isinstance(existing, Session):

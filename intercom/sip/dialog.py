@@ -16,6 +16,15 @@ from intercom.sip.message import SipRequest, SipResponse
 DialogKey = tuple[str, str, str]  # Call-ID, local tag, remote tag
 
 
+def _route_set(msg: SipRequest | SipResponse, *, reverse: bool) -> list[str]:
+    """The Record-Route entries, each checked now: the dialog parses them at every request it
+    sends, so a malformed one must refuse the dialog at its start, not break it later."""
+    routes = msg.headers.get_all("Record-Route")
+    for route in routes:
+        NameAddr.parse(route)  # raises ParseError
+    return list(reversed(routes)) if reverse else list(routes)
+
+
 @dataclass
 class Dialog:
     call_id: str
@@ -51,7 +60,7 @@ class Dialog:
             local_seq=invite.cseq[0],
             remote_seq=None,
             remote_target=NameAddr.parse(contacts[0]).uri,
-            route_set=list(reversed(response.headers.get_all("Record-Route"))),
+            route_set=_route_set(response, reverse=True),
         )
 
     @classmethod
@@ -70,7 +79,7 @@ class Dialog:
             local_seq=0,
             remote_seq=invite.cseq[0],
             remote_target=NameAddr.parse(contacts[0]).uri,
-            route_set=list(invite.headers.get_all("Record-Route")),
+            route_set=_route_set(invite, reverse=False),
         )
 
     def update_target(self, request_or_response: SipRequest | SipResponse) -> None:

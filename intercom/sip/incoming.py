@@ -4,8 +4,8 @@ Only callers listed in ``incoming.allow`` ring; anyone else gets 403, and everyo
 call is up. Those refusals are decided before anything is kept (:meth:`IncomingInvite.refusal`)
 and sent once, statelessly, by the agent: a refused caller costs the door no memory and no
 retransmissions. The caller's identity comes from the From header, which anybody can forge, so
-an entry without a host (``620``) matches only a call that came from the PBX's address (see
-:mod:`intercom.sip.trust`), and nothing here opens a door: identity only decides whether the
+an entry matches only where the call came from (:func:`allow_entry`, :mod:`intercom.sip.trust`),
+and nothing here opens a door: identity only decides whether the
 door answers. An incoming call that is never answered (``answer_after: null``) rings for at most
 ``incoming_ring_limit`` seconds, then gets 480.
 """
@@ -24,6 +24,7 @@ from intercom.sip.events import CallAnswered, CallEnded, IncomingCall
 from intercom.sip.message import SipRequest
 from intercom.sip.session import Session
 from intercom.sip.transaction import Addr, ServerTransaction, response_to
+from intercom.sip.trust import is_ip
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,17 @@ TRANSITIONS: dict[InState, frozenset[InState]] = {
 }
 
 
-def allow_entry(caller: NameAddr, allow: tuple[str, ...], *, via_pbx: bool) -> str | None:
-    """The first ``incoming.allow`` entry (a user name or a full SIP URI) that admits ``caller``.
+def allow_entry(
+    caller: NameAddr, allow: tuple[str, ...], *, source: str, via_pbx: bool
+) -> str | None:
+    """The first ``incoming.allow`` entry that admits ``caller``, calling from ``source``.
 
-    A bare user name says "this extension of my PBX", so it matches only when the call came
-    from the PBX (``via_pbx``); a full URI is compared user and host. The entry is the caller's
-    identity for the door's lockout: changing the host of a forged From buys no fresh tries.
+    The From header is the caller's claim; where the INVITE came from is the fact. So a bare
+    user name (``620``) says "this extension of my PBX" and matches only a call that came from
+    the PBX (``via_pbx``); a full URI must match user and host, and its host must also be where
+    the call came from (an IP address) or the call must have come through the PBX (a host name,
+    such as ``sip:620@fritz.box``). The entry is the caller's identity for the door's lockout:
+    changing the host of a forged From buys no fresh tries.
     """
     user = caller.uri.user or ""
     for entry in allow:
@@ -58,7 +64,10 @@ def allow_entry(caller: NameAddr, allow: tuple[str, ...], *, via_pbx: bool) -> s
                 allowed = NameAddr.parse(text).uri
             except ParseError:
                 continue
-            if (allowed.user, allowed.host.lower()) == (user, caller.uri.host.lower()):
+            host = allowed.host.strip("[]").lower()
+            if (allowed.user, allowed.host.lower()) != (user, caller.uri.host.lower()):
+                continue
+            if via_pbx or (is_ip(host) and host == source.strip("[]").lower()):
                 return entry
         elif text == user and via_pbx:
             return entry
@@ -80,7 +89,8 @@ class IncomingInvite:
         if busy:
             return 486, "Busy Here", "busy"
         via_pbx = core.trust.trusts(source[0])
-        if allow_entry(caller, core.settings.allow_incoming, via_pbx=via_pbx) is None:
+        allow = core.settings.allow_incoming
+        if allow_entry(caller, allow, source=source[0], via_pbx=via_pbx) is None:
             return 403, "Forbidden", "not in incoming.allow"
         return None
 
@@ -103,11 +113,15 @@ class IncomingInvite:
         self.on_done = on_done
         self.tag = core.new_tag()
         self.session: Session | None = None
-        self._timer: int | None = None
+        self._timer: int | None = None  # when to answer
+        self._limit: int | None = None  # when to give up ringing, answered or not
         caller = NameAddr.parse(invite.from_)
         self.caller = str(caller.uri.without_params())
         entry = allow_entry(
-            caller, core.settings.allow_incoming, via_pbx=core.trust.trusts(server.source[0])
+            caller,
+            core.settings.allow_incoming,
+            source=server.source[0],
+            via_pbx=core.trust.trusts(server.source[0]),
         )
         self._dialog = Dialog.from_uas(invite, self.tag)
         self._source = server.source
@@ -120,10 +134,7 @@ class IncomingInvite:
         delay = core.settings.answer_after
         if delay is not None:
             self._timer = core.timers.call_at(now + delay, self.answer)
-        else:
-            self._timer = core.timers.call_at(
-                now + core.settings.incoming_ring_limit, self._ring_limit
-            )
+        self._limit = core.timers.call_at(now + core.settings.incoming_ring_limit, self._ring_limit)
 
     def _go(self, new: InState) -> None:
         if new not in TRANSITIONS[self.state]:
@@ -164,6 +175,7 @@ class IncomingInvite:
         self._go(InState.ANSWERED)
         self.session = session
         core.timers.cancel(self._timer)
+        core.timers.cancel(self._limit)
         resp = response_to(self.invite, 200, "OK", to_tag=self.tag)
         resp.headers.add("Contact", core.contact())
         resp.headers.add("Content-Type", "application/sdp")
@@ -202,5 +214,6 @@ class IncomingInvite:
             return
         self._go(InState.DONE)
         self.core.timers.cancel(self._timer)
+        self.core.timers.cancel(self._limit)
         self.core.emit(CallEnded(self.handle, reason, code, self.caller))
         self.on_done(self.handle)

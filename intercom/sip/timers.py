@@ -50,8 +50,12 @@ class Timers:
             heapq.heappop(self._heap)
         return self._heap[0][0] if self._heap else None
 
-    def run_due(self, now: float) -> int:
-        """Fire every timer due at ``now``, in deadline order; returns how many fired."""
+    def run_due(self, now: float, on_error: Callable[[Exception], None] | None = None) -> int:
+        """Fire every timer due at ``now``, in deadline order; returns how many fired.
+
+        With ``on_error``, a callback that raises is reported there and the others still fire
+        (a bug in one call's timer must not stop every other call's); without, it propagates.
+        """
         fired = 0
         while self._heap and self._heap[0][0] <= now:
             _, handle = heapq.heappop(self._heap)
@@ -59,7 +63,13 @@ class Timers:
             if callback is None:
                 continue  # cancelled
             fired += 1
-            callback(now)
+            if on_error is None:
+                callback(now)
+                continue
+            try:
+                callback(now)
+            except Exception as exc:
+                on_error(exc)
         return fired
 
     def __len__(self) -> int:

@@ -90,7 +90,9 @@ def on_off(p: MockPin) -> tuple[list[float], list[float]]:
 
 def answered_call(app: Intercom, caller: str, handle: int = 1) -> None:
     """An allowed incoming call, admitted (as the SIP core does) by its first allow entry."""
-    entry = allow_entry(NameAddr.parse(caller), app.config.incoming.allow, via_pbx=True)
+    entry = allow_entry(
+        NameAddr.parse(caller), app.config.incoming.allow, source="127.0.0.1", via_pbx=True
+    )
     app._handle(IncomingCall(handle, caller, True, entry))
     app._handle(CallAnswered(handle, caller, 200, b"", b"", incoming=True))
 

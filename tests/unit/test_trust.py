@@ -365,3 +365,70 @@ def test_a_request_with_the_same_branch_from_elsewhere_is_not_a_retransmission()
     other = ScriptedPeer(net, STRANGER)
     other.send(data, DOOR)
     assert other.take() == []  # the 180 is not repeated to whoever copies the request
+
+
+def test_a_full_uri_entry_is_not_matched_by_a_forged_from_sent_from_elsewhere():
+    """Review finding: with register false, a stranger at 127.0.0.3 claiming
+    From: sip:620@127.0.0.2 was answered as the allowed phone. The host must be the source."""
+    net = Net()
+    door = net.add(make_agent(5062, 5060, allow_incoming=("sip:620@127.0.0.2",), register=False))
+    forger = ScriptedPeer(net, ("127.0.0.3", 5070))
+    forger.send(invite_from(("127.0.0.3", 5070), "620", "127.0.0.2"), DOOR)
+    assert [m.status for m in forger.take()] == [403]
+    assert nothing_held(door)
+
+
+def test_a_full_uri_entry_with_a_host_name_matches_only_through_the_pbx():
+    net = Net()
+    door = net.add(make_agent(5062, 5060, allow_incoming=("sip:620@fritz.box",), register=False))
+    stranger = ScriptedPeer(net, STRANGER)
+    stranger.send(invite_from(STRANGER, "620", "fritz.box"), DOOR)
+    assert [m.status for m in stranger.take()] == [403]
+    pbx = ScriptedPeer(net, PBX)
+    pbx.send(invite_from(PBX, "620", "fritz.box", n=2), DOOR)
+    assert [m.status for m in pbx.take()] == [100, 180]
+    assert door.active_calls() == [1]
+
+
+# ------------------------------------------------------------------------------------------------
+# A malformed Record-Route refuses the dialog at its start, never breaks it later
+
+
+def test_an_invite_with_a_malformed_record_route_is_refused_and_the_next_call_rings():
+    net = Net()
+    door = net.add(make_agent(5062, 5060, allow_incoming=("620",)))
+    pbx = ScriptedPeer(net, PBX)
+    bad = invite_from(PBX, "620", "pbx.example").replace(
+        b"Content-Type:", b"Record-Route: x\r\nContent-Type:"
+    )
+    pbx.send(bad, DOOR)
+    assert [m.status for m in pbx.take()] == [400]
+    net.run(10.0)  # past answer_after: nothing was kept to answer
+    assert nothing_held(door) and net.events[DOOR] == []
+    pbx.send(invite_from(PBX, "620", "pbx.example", n=2), DOOR)
+    assert [m.status for m in pbx.take()] == [100, 180]  # not 486: no call hangs
+
+
+def test_a_2xx_with_a_malformed_record_route_ends_the_call_and_is_forgotten():
+    net = Net()
+    door = net.add(make_agent(5062, 5060))
+    pbx = ScriptedPeer(net, PBX)
+    for round_ in range(10):  # more than MAX_CALLS: none may stay behind
+        handle = door.call(["621"], net.now)
+        net.settle()
+        (invite,) = pbx.take_requests("INVITE")
+        pbx.send(
+            reply(
+                invite,
+                200,
+                to_tag=f"t{round_}",
+                headers=[("Contact", "<sip:621@127.0.0.1:5070>"), ("Record-Route", "x")],
+                body=SDP,
+            ),
+            DOOR,
+        )
+        ended = [e for e in net.events[DOOR] if isinstance(e, CallEnded) and e.call == handle]
+        assert [e.reason for e in ended] == ["error"]
+        net.run(net.now + 40.0)
+        pbx.take()
+    assert door.calls == {} and door.txns.clients == {} and len(door.timers) == 0
