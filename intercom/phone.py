@@ -39,6 +39,9 @@ from intercom.transport import SipEndpoint, bind_sip_socket, local_address_for
 
 log = logging.getLogger(__name__)
 
+#: Media figures kept of the calls that ended (the demo, the doctor and the bench read the last).
+MEDIA_STATS_KEPT = 16
+
 
 @dataclass(frozen=True)
 class PhoneOptions:
@@ -86,7 +89,7 @@ class Phone:
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.media: dict[int, MediaSession] = {}
         #: The media figures of each call that ended, for the demo, the doctor and the bench.
-        self.media_stats: dict[int, MediaStats] = {}
+        self.media_stats: dict[int, MediaStats] = {}  # the last MEDIA_STATS_KEPT calls
         self.agent: UserAgent | None = None
         self.endpoint: SipEndpoint | None = None
         self.registration: RegistrationChanged | None = None
@@ -289,6 +292,10 @@ class Phone:
             media = self.media.pop(event.call, None)
             if media is not None:
                 self.media_stats[event.call] = media.stats
+                while (
+                    len(self.media_stats) > MEDIA_STATS_KEPT
+                ):  # a year of calls: not a year of stats
+                    del self.media_stats[next(iter(self.media_stats))]
                 self._spawn(media.stop())
         self.events.put_nowait(event)
 

@@ -364,7 +364,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             self.endpoint.received(data, (addr[0], addr[1]))
         except Exception as exc:  # never let one bad datagram stop the socket
             endpoint = self.endpoint
-            endpoint.limits.log(
+            written = endpoint.limits.log(
                 logging.ERROR,
                 "udp-bug",
                 endpoint.now(),
@@ -373,10 +373,12 @@ class _UdpProtocol(asyncio.DatagramProtocol):
                 type(exc).__name__,
                 str(exc),
             )
-            log.debug("the error", exc_info=True)
+            if written:
+                log.debug("the error", exc_info=True)
 
     def error_received(self, exc: Exception) -> None:
-        log.debug("UDP error: %s", exc)
+        endpoint = self.endpoint
+        endpoint.limits.log(logging.DEBUG, "udp-error", endpoint.now(), "UDP error: %s", str(exc))
 
 
 class _TcpConnection(asyncio.Protocol):

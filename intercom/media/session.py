@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import secrets
 import socket
@@ -33,6 +34,7 @@ from intercom.media.stream import (
     RtpStream,
     TimedOut,
 )
+from intercom.ratelimit import LogLimiter
 
 __all__ = ["MediaSession", "MediaSettings", "MediaStats", "PacingStats", "candidate_ports"]
 
@@ -52,6 +54,19 @@ SO_TIMESTAMPNS: int | None = getattr(
     socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None
 )
 _CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+def _disconnect(sock: socket.socket) -> None:
+    """Dissolve a UDP socket's association (connect(2) to AF_UNSPEC), keeping its port.
+
+    Python's ``connect`` cannot name AF_UNSPEC, so this one call goes through libc; it is
+    plain Linux (and POSIX) behaviour, with no callback into Python.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    unspec = (ctypes.c_ubyte * 16)()  # a sockaddr whose family is 0, AF_UNSPEC
+    if libc.connect(sock.fileno(), unspec, ctypes.sizeof(unspec)) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"cannot dissolve the RTP socket's association: {errno}")
 
 
 def _kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
@@ -113,6 +128,9 @@ class MediaSession:
             settings.codecs, rtp_timeout=settings.rtp_timeout, jitter_ms=settings.jitter_ms
         )
         self.sock: socket.socket | None = None
+        self._limits = LogLimiter(log)
+        #: The peer the socket is connected to (``RtpStream.sole_source``), or None.
+        self.connected: Addr | None = None
         self.port = 0
         self.send_errors = 0
         self._clock: asyncio.TimerHandle | None = None
@@ -242,13 +260,29 @@ class MediaSession:
                 sock.sendto(data, addr)
             except OSError as exc:  # a full buffer or an ICMP error: this frame is lost
                 self.send_errors += 1
-                log.debug("RTP send failed: %s", exc)
+                self._limits.log(logging.DEBUG, "send", now, "RTP send failed: %s", str(exc))
         sink.write(self._out_gain.apply(heard))
+        if stream.sole_source != self.connected:
+            self._follow(sock, stream.sole_source)
         while (event := stream.next_event()) is not None:
             if isinstance(event, DigitReceived):
                 self.on_dtmf(event.digit)
             elif isinstance(event, TimedOut):
                 self.on_timeout()
+
+    def _follow(self, sock: socket.socket, peer: Addr | None) -> None:
+        """Connect the socket to the stream's sole source, or undo that when it reopens."""
+        try:
+            if self.connected is not None:
+                _disconnect(sock)
+            self.connected = None
+            if peer is not None:
+                sock.connect(peer)
+                self.connected = peer
+        except (
+            OSError
+        ) as exc:  # the stream still filters by address: only the kernel's help is lost
+            log.warning("RTP socket filter: %s", exc)
 
     def _drain(self, sock: socket.socket, now: float) -> None:
         """Read what arrived since the last tick into the stream.
@@ -264,6 +298,6 @@ class MediaSession:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # ICMP port unreachable and the like
-                log.debug("RTP receive error: %s", exc)
+                self._limits.log(logging.DEBUG, "receive", now, "RTP receive error: %s", str(exc))
                 continue
             receive(data, (addr[0], addr[1]), now, _kernel_time(ancillary))

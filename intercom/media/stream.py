@@ -203,6 +203,14 @@ class RtpStream:
         return self._latched or self._sdp_addr
 
     @property
+    def sole_source(self) -> Addr | None:
+        """The one address RTP is taken from now, or None while the SDP's host may still latch
+        (before the first audio packet, and after each new offer or answer). The adapter
+        connects its socket to it, so the kernel drops everyone else's packets before they
+        take a place in the socket's queue: a stranger's flood cannot crowd out the phone."""
+        return None if self._armed else self._latched
+
+    @property
     def frame_samples(self) -> int:
         """Samples per 20 ms frame at the codec's audio rate (the session reads that many)."""
         return self._samples
@@ -426,7 +434,7 @@ class RtpStream:
             try:
                 heard = codec.decode(frame.payload)
             except Exception as exc:  # a corrupt payload is dropped, never fatal
-                log.debug("undecodable payload: %s", exc)
+                self._limits.log(logging.DEBUG, "undecodable", now, "undecodable: %s", str(exc))
                 heard = np.zeros(samples, dtype=np.int16)
             self._last_pcm = heard
         elif frame.kind == "concealed" and self._last_pcm is not None:

@@ -91,7 +91,7 @@ class UserAgent:
             self._receive(data, addr, now)
         except Exception as exc:  # a bug must cost one datagram, never the door
             self.dropped += 1
-            core.limits.log(
+            written = core.limits.log(
                 logging.ERROR,
                 "bug",
                 now,
@@ -100,7 +100,8 @@ class UserAgent:
                 type(exc).__name__,
                 str(exc),  # never the exception itself: it holds the frames, the datagram
             )
-            log.debug("the internal error", exc_info=True)
+            if written:  # the traceback too, as rarely as the line
+                log.debug("the internal error", exc_info=True)
 
     def _receive(self, data: bytes, addr: Addr, now: float) -> None:
         core = self.core
@@ -268,7 +269,14 @@ class UserAgent:
                     session.resend_ack()
                     return
         self.dropped += 1
-        log.debug("dropped a response that matches no transaction: %s %s", resp.status, method)
+        self.core.limits.log(
+            logging.DEBUG,
+            "stray-response",
+            now,
+            "dropped a response that matches no transaction: %s %s",
+            resp.status,
+            method,
+        )
 
     def _receive_request(self, req: SipRequest, addr: Addr, now: float) -> None:
         core = self.core

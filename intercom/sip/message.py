@@ -398,7 +398,7 @@ class SipResponse(SipMessage):
 Message = SipRequest | SipResponse
 
 
-def _split_head(data: bytes) -> tuple[bytes, bytes]:
+def split_head(data: bytes) -> tuple[bytes, bytes]:
     """The header section and the body, split at the first empty line, CRLF or LF ended."""
     m = _BLANK_LINE_RE.search(data)
     if m is None:
@@ -484,7 +484,7 @@ def parse_message(data: bytes) -> Message:
     data = data.lstrip(b"\r\n")
     if not data:
         raise ParseError("empty message")
-    head, body = _split_head(data)
+    head, body = split_head(data)
     breaks = head.count(b"\n")
     if breaks > MAX_HEADERS:
         raise ParseError(f"more than {MAX_HEADERS} header lines", status_hint=513)

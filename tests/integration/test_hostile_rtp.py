@@ -112,7 +112,11 @@ def test_a_stranger_can_neither_key_the_code_nor_hear_the_door(
             with contextlib.suppress(asyncio.CancelledError):
                 await attack
             stats = media.stats
-            assert stats.foreign >= 50, stats  # the stranger's packets did reach the door
+            # The stranger's packets reached the door: those that waited in its socket before the
+            # latch were dropped by the stream; after it the socket is connected to the phone,
+            # and the kernel drops them before they take a place in its queue.
+            assert stats.foreign >= 10, stats
+            assert media.connected == stats.latched
             assert not any(s.state for s in relay.states), "a stranger's digits opened the door"
             assert heard_by_stranger == [], "the door's audio went to the stranger"
             assert stats.latched is not None and stats.latched[0] == "127.0.0.1"

@@ -159,7 +159,9 @@ def test_malformed_and_foreign_rtp_is_dropped() -> None:
             intruder.sendto(bytes([0x80, 0x00]) + bytes(10) + b"x" * 160, ("127.0.0.1", a.port))
             await asyncio.sleep(0.1)
         assert a.stats.malformed == 1
-        assert a.stats.foreign == 2  # after latching, a stranger's packets are ignored
+        # After the latch the socket is connected to the peer: the kernel drops a stranger's
+        # packets before the stream sees them (the stream's own rule is test_rtp_stream's).
+        assert a.stats.foreign == 0
         assert a.remote == ("127.0.0.1", b.port)
         assert digits["a"] == []
         await a.stop()
@@ -226,3 +228,37 @@ def test_candidate_ports_cover_every_even_port_of_the_range() -> None:
     assert ports[-5:] and sorted(ports[-5:]) == [12, 14, 16, 18, 20]  # each once, at the end
     assert set(candidate_ports(20, 20)) == {20}
     assert list(candidate_ports(21, 21)) == []
+
+
+def test_once_latched_the_kernel_drops_a_strangers_flood() -> None:
+    """Review finding: 5,000 packets a second from a stranger filled the socket's queue, so
+    half of the phone's audio and digits were lost. Once latched the socket is connected to the
+    phone, and the kernel drops everyone else's packets before they take a place in the queue;
+    a new offer or answer undoes that until the phone's audio latches again."""
+
+    async def scenario() -> None:
+        a, b, _sinks, _d, _t = _pair()
+        offer = a.local_sdp(None)
+        answer = b.local_sdp(offer)
+        assert offer is not None and answer is not None
+        await a.start(answer)
+        await b.start(offer)
+        await asyncio.sleep(0.3)
+        assert a.connected == ("127.0.0.1", b.port) == a.stats.latched
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+            stranger.bind(("127.0.0.2", 0))
+            received = a.stats.received
+            junk = bytes([0x80, 8]) + bytes(170)
+            for _ in range(20):  # 20 bursts of 500 in half a second: 10,000 packets
+                for _ in range(500):
+                    stranger.sendto(junk, ("127.0.0.1", a.port))
+                await asyncio.sleep(0.025)
+            assert a.stats.foreign == 0  # none of them even reached the stream
+            assert a.stats.received - received >= 20  # the phone's audio kept coming
+        a.update(answer)  # a new answer: the latch reopens, the socket follows
+        await asyncio.sleep(0.1)
+        assert a.connected == ("127.0.0.1", b.port)  # latched again on the phone's audio
+        await a.stop()
+        await b.stop()
+
+    asyncio.run(scenario())

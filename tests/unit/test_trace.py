@@ -70,3 +70,38 @@ def test_the_endpoints_trace_hides_the_digits(caplog: pytest.LogCaptureFixture) 
     traced = [r.getMessage() for r in caplog.records if r.name == "intercom.sip.trace"]
     assert any("INFO sip:door@127.0.0.1" in line for line in traced)
     assert not any("Signal" in line for line in traced)
+
+
+def _lf_head(message: bytes) -> bytes:
+    head, body = message.split(b"\r\n\r\n", 1)
+    return head.replace(b"\r\n", b"\n") + b"\n\n" + body
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        pytest.param(lambda m: m.replace(b"Content-Type: ", b"Content-Type:\r\n "), id="folded"),
+        pytest.param(lambda m: _lf_head(m), id="lf-only"),
+        pytest.param(lambda m: m.replace(b"\r\n\r\nSignal", b"\n\r\nSignal"), id="lf-crlf"),
+        pytest.param(lambda m: m.replace(b"Content-Type:", b"c:"), id="compact"),
+        pytest.param(lambda m: m.replace(b"dtmf-relay", b"DTMF-Relay; x=1"), id="params"),
+    ],
+)
+def test_every_framing_the_parser_takes_is_hidden_too(framing) -> None:  # type: ignore[no-untyped-def]
+    """Review finding: a folded Content-Type and LF-only lines slipped past the trace's own
+    pattern, while the parser (and so the door) took the digit."""
+    from intercom.media.dtmf import parse_info
+    from intercom.sip.message import parse_message
+
+    data = framing(INFO)
+    msg = parse_message(data)
+    assert (
+        parse_info(msg.headers.get("Content-Type") or "", msg.body) is not None
+    )  # the door takes it
+    assert "Signal" not in trace_text(data, hide_dtmf=True)
+
+
+def test_an_unparsable_message_body_is_hidden_while_a_code_is_set() -> None:
+    broken = INFO.replace(b"CSeq: 2 INFO", b"CSeq: x INFO")
+    text = trace_text(broken, hide_dtmf=True)
+    assert "Signal" not in text and text.startswith("INFO sip:door@127.0.0.1 SIP/2.0")
