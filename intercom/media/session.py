@@ -275,6 +275,10 @@ class MediaSession:
         try:
             if self.connected is not None:
                 _disconnect(sock)
+                if sock.getsockname()[1] != self.port:
+                    # A port the kernel picked (bind to port 0) is given up with the association
+                    # (__udp_disconnect without SOCK_BINDPORT_LOCK): take it back at once.
+                    sock.bind((self.settings.host, self.port))
             self.connected = None
             if peer is not None:
                 sock.connect(peer)

@@ -258,6 +258,10 @@ def test_once_latched_the_kernel_drops_a_strangers_flood() -> None:
         a.update(answer)  # a new answer: the latch reopens, the socket follows
         await asyncio.sleep(0.1)
         assert a.connected == ("127.0.0.1", b.port)  # latched again on the phone's audio
+        assert a.sock is not None and a.sock.getsockname()[1] == a.port  # on the same port
+        received = a.stats.received
+        await asyncio.sleep(0.3)
+        assert a.stats.received - received >= 10  # and the phone's audio still arrives
         await a.stop()
         await b.stop()
 
