@@ -15,6 +15,7 @@ import pytest
 
 from intercom import sdp
 from intercom.media.audio import NullSink, ToneSource
+from intercom.media.rtp import RtpPacket
 from intercom.media.session import MediaSession, MediaSettings, candidate_ports
 
 
@@ -255,13 +256,24 @@ def test_once_latched_the_kernel_drops_a_strangers_flood() -> None:
                 await asyncio.sleep(0.025)
             assert a.stats.foreign == 0  # none of them even reached the stream
             assert a.stats.received - received >= 20  # the phone's audio kept coming
-        a.update(answer)  # a new answer: the latch reopens, the socket follows
+        # The phone goes quiet (on hold), and a new answer reopens the latch: the socket lets go
+        # of the phone, on the same port, and follows the phone's audio when it comes back.
+        b_port = b.port
+        await b.stop()
+        await asyncio.sleep(0.1)  # what b sent before it stopped is read
+        a.update(answer)
         await asyncio.sleep(0.1)
-        assert a.connected == ("127.0.0.1", b.port)  # latched again on the phone's audio
-        assert a.sock is not None and a.sock.getsockname()[1] == a.port  # on the same port
-        received = a.stats.received
-        await asyncio.sleep(0.3)
-        assert a.stats.received - received >= 10  # and the phone's audio still arrives
+        assert a.connected is None
+        assert a.sock is not None and a.sock.getsockname()[1] == a.port  # the port is kept
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
+            phone.bind(("127.0.0.1", b_port))
+            packet = RtpPacket(8, 1, 160, 0xB0B, bytes(160)).serialize()
+            received = a.stats.received
+            for _ in range(10):
+                phone.sendto(packet, ("127.0.0.1", a.port))
+                await asyncio.sleep(0.02)
+            assert a.stats.received - received >= 5  # its audio arrives at the same port
+            assert a.connected == ("127.0.0.1", b_port)  # and the socket follows it again
         await a.stop()
         await b.stop()
 
