@@ -253,7 +253,7 @@ class Intercom:
     def _refused(self, action: Refused, level: int = logging.WARNING) -> None:
         """Log and publish a refusal. Wrong codes always (each is an attempt, and the rules
         bound them); the others once per reason per REFUSAL_WINDOW, with the count held back."""
-        held = 0
+        held: int | None = 0
         if action.reason != "wrong_code":
             held = self._refusals.report(action.reason, time.monotonic())
             if held is None:

@@ -168,9 +168,11 @@ class Daemon:
             self._watchdog.replace(policy)
             return
         loop = asyncio.get_running_loop()
-        self._watchdog = WatchdogThread(
-            policy, self.notifier, on_recovered=lambda: loop.call_soon_threadsafe(self._status)
-        )
+
+        def recovered() -> None:  # on the watchdog's thread: hand it to the loop
+            loop.call_soon_threadsafe(self._status)
+
+        self._watchdog = WatchdogThread(policy, self.notifier, on_recovered=recovered)
         self._watchdog.start()
 
     async def _heartbeat(self) -> None:

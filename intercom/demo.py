@@ -215,8 +215,11 @@ class Demo:
         def on_message(_c: Any, _u: Any, msg: Any) -> None:
             loop.call_soon_threadsafe(self._mqtt, msg.topic, bytes(msg.payload), base, prefix)
 
+        def on_subscribe(*_a: Any) -> None:
+            loop.call_soon_threadsafe(subscribed.set)
+
         client.on_message = on_message
-        client.on_subscribe = lambda *_a: loop.call_soon_threadsafe(subscribed.set)
+        client.on_subscribe = on_subscribe
         client.on_connect = lambda c, *_a: c.subscribe([(f"{base}/#", 1), (f"{prefix}/#", 1)])
         client.connect(self.broker.host, self.broker.port, keepalive=30)
         client.loop_start()

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from intercom import __version__
 from intercom.config import Config
@@ -299,7 +301,7 @@ class Phone:
                 self._spawn(media.stop())
         self.events.put_nowait(event)
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -30,7 +30,9 @@ from intercom.sip.incoming import IncomingInvite
 from intercom.sip.message import MAX_HOPS, SipRequest, SipResponse, parse_message
 from intercom.sip.registration import Registration
 from intercom.sip.session import Session
-from intercom.sip.transaction import Addr, response_to
+from intercom.sip.timers import Timers
+from intercom.sip.transaction import Addr, TransactionLayer, response_to
+from intercom.sip.trust import Trust
 
 __all__ = ["ALLOW", "AgentSettings", "SdpProvider", "UserAgent"]
 
@@ -56,19 +58,15 @@ class UserAgent:
 
     # The parts' shared state, for the transport, the tests and the doctor.
     @property
-    def timers(self):  # type: ignore[no-untyped-def]
+    def timers(self) -> Timers:
         return self.core.timers
 
     @property
-    def txns(self):  # type: ignore[no-untyped-def]
+    def txns(self) -> TransactionLayer:
         return self.core.txns
 
     @property
-    def outbox(self):  # type: ignore[no-untyped-def]
-        return self.core.outbox
-
-    @property
-    def trust(self):  # type: ignore[no-untyped-def]
+    def trust(self) -> Trust:
         return self.core.trust
 
     @property
