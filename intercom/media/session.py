@@ -201,8 +201,16 @@ class MediaSession:
         assert stream.codec is not None and self.sock is not None
         rate = stream.codec.sample_rate
         # Opening a sound card scans the devices (a fraction of a second): off the loop.
-        self._source = await asyncio.to_thread(self.open_source, rate)
-        self._sink = await asyncio.to_thread(self.open_sink, rate)
+        source = await asyncio.to_thread(self.open_source, rate)
+        sink = await asyncio.to_thread(self.open_sink, rate)
+        if self.sock is None:
+            # The call ended while the sound card opened: stop() ran already, so close what
+            # opened here rather than start a clock that would tick on a closed session.
+            for end in (source, sink):
+                with contextlib.suppress(Exception):
+                    end.close()
+            return
+        self._source, self._sink = source, sink
         self._start_clock()
         log.info(
             "audio: %s to %s:%s, RTP port %s",

@@ -169,6 +169,13 @@ class Leg:
             return
         # The 200 crossed our CANCEL, another phone was first, or a second fork answered:
         # ACK it, then BYE, so that no phone is left off the hook.
+        if first and not entered:
+            # Sixteen live dialogs already: nothing a door does. Say so, and end the call.
+            log.error("too many calls at once: hanging up on %s", self.target)
+            session.on_end = lambda reason, code, t: self._done(t)
+            session.bye(now)
+            self.call.leg_failed(self, 503, "error", now)
+            return
         if self.state is LegState.ANSWERED:
             session.on_end = lambda reason, code, t: self._done(t)
         else:

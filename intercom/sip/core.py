@@ -81,6 +81,9 @@ class DialogParty(Protocol):
     @property
     def dialog(self) -> Dialog: ...
 
+    @property
+    def ended(self) -> bool: ...
+
     def peer_hosts(self) -> frozenset[str]: ...
 
 
@@ -237,10 +240,18 @@ class SipCore:
 
     # ---------------------------------------------------------------- dialogs
     def add_session(self, party: DialogParty) -> bool:
-        """Enter an established dialog into the table; False when the table is full."""
+        """Enter an established dialog into the table; False when it is full of live ones.
+
+        An ended dialog stays in the table for 64*T1 to answer a retransmitted 2xx with its
+        ACK; when the table is full the oldest of those makes room, so a caller who calls and
+        hangs up again and again cannot crowd out the next call (only live dialogs count).
+        """
         key = party.dialog.key
         if key not in self.sessions and len(self.sessions) >= MAX_SESSIONS:
-            return False
+            ended = next((k for k, p in self.sessions.items() if p.ended), None)
+            if ended is None:
+                return False
+            del self.sessions[ended]
         self.sessions[key] = party
         return True
 

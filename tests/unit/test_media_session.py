@@ -278,3 +278,45 @@ def test_once_latched_the_kernel_drops_a_strangers_flood() -> None:
         await b.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_call_that_ends_while_the_sound_card_opens_starts_no_clock() -> None:
+    """Bench finding: a hang-up while start() waited for the sound card ran stop() first; start
+    then started the 20 ms clock on the closed session (a traceback every 20 ms, for ever) and
+    never closed the source and sink it opened."""
+    closed: list[str] = []
+
+    class Slow(ToneSource):
+        def close(self) -> None:
+            closed.append("source")
+
+    class Sink(NullSink):
+        def close(self) -> None:
+            closed.append("sink")
+
+    def slow_source(rate: int) -> ToneSource:
+        import time
+
+        time.sleep(0.2)  # a sound card being scanned, off the loop
+        return Slow(1000, -20, rate)
+
+    async def scenario() -> None:
+        settings = MediaSettings(host="127.0.0.1", codecs=("PCMA",))
+        a = MediaSession(settings, slow_source, lambda rate: Sink(rate))
+        b = MediaSession(settings, lambda r: ToneSource(440, -20, r), lambda r: NullSink(r))
+        a.bind()
+        b.bind()
+        offer = a.local_sdp(None)
+        answer = b.local_sdp(offer)
+        assert offer is not None and answer is not None
+        starting = asyncio.ensure_future(a.start(answer))
+        await asyncio.sleep(0.05)
+        await a.stop()  # the call ended meanwhile
+        await starting
+        assert a._clock is None and a.stats.ticks == 0
+        assert sorted(closed) == ["sink", "source"]
+        await asyncio.sleep(0.1)
+        assert a.stats.ticks == 0
+        await b.stop()
+
+    asyncio.run(scenario())

@@ -432,3 +432,32 @@ def test_a_2xx_with_a_malformed_record_route_ends_the_call_and_is_forgotten():
         net.run(net.now + 40.0)
         pbx.take()
     assert door.calls == {} and door.txns.clients == {} and len(door.timers) == 0
+
+
+def test_calls_that_ended_do_not_crowd_out_the_next_one():
+    """Bench finding: an ended dialog lingers 32 s (for a retransmitted 2xx) and counted against
+    the 16-dialog cap, so the 17th call answered within 32 s was hung up at once and reported as
+    no_answer after the ring time-out. Ended dialogs now make room."""
+    net = Net()
+    door = net.add(make_agent(5062, 5060))
+    pbx = ScriptedPeer(net, PBX)
+    for n in range(40):
+        handle = door.call(["621"], net.now)
+        net.settle()
+        (invite,) = pbx.take_requests("INVITE")
+        ok = reply(
+            invite,
+            200,
+            to_tag=f"t{n}",
+            headers=[("Contact", "<sip:621@127.0.0.1:5060>")],
+            body=SDP,
+        )
+        pbx.send(ok, DOOR)
+        answered = [e for e in net.events[DOOR] if isinstance(e, CallAnswered) and e.call == handle]
+        assert len(answered) == 1, f"call {n} was not answered"
+        door.hangup(handle, net.now)
+        net.settle()
+        for bye in pbx.take_requests("BYE"):
+            pbx.send(reply(bye, 200), DOOR)
+        net.run(net.now + 0.5)  # 40 calls well within 32 s
+    assert len(door.core.sessions) <= 16
