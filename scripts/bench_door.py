@@ -187,12 +187,17 @@ class DoorProcess:
         agent = self.app.phone.agent
         if agent is None:
             return {"error": "not started"}
+        timers = agent.timers
         return {
             "untrusted": agent.untrusted,
             "dropped": agent.dropped,
             "server_transactions": len(agent.txns.servers),
             "incoming": len(agent.incoming),
             "calls": len(agent.calls),
+            # Ended dialogs stay here for 32 s (retransmitted 2xx); then they must be gone.
+            "sessions": len(agent.core.sessions),
+            "timers_armed": len(timers),
+            "timer_entries": getattr(timers, "footprint", None),
         }
 
     async def serve(self) -> int:

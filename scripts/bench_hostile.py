@@ -393,6 +393,84 @@ def calls_rss(
 
 
 # ------------------------------------------------------------------------------ the suite
+def _door(stack: contextlib.ExitStack, pbx: Kamailio, workdir: Path) -> DoorProcess:
+    door = DoorProcess(pbx, workdir)
+    stack.callback(door.close)
+    door.start()
+    return door
+
+
+def _baresip(stack: contextlib.ExitStack, user: str, pbx: Kamailio, workdir: Path) -> Baresip:
+    phone = Baresip(
+        user, f"pw{user}", pbx.host, pbx.port, workdir,
+        record=False, sip_trace=False, player=PLAYER, codecs=("PCMA",),
+    )  # fmt: skip
+    stack.callback(phone.close)
+    phone.start()
+    phone.wait_registered(10)
+    return phone
+
+
+def _pid(phone: Baresip) -> int:
+    assert phone._proc is not None
+    return phone._proc.pid
+
+
+def datagram_figures(
+    pbx: Kamailio, work: Path, datagrams: int, per_kind: int
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """Figures 1 and 3a, on a fresh door and a fresh baresip (registered, idle)."""
+    with contextlib.ExitStack() as stack:
+        door = _door(stack, pbx, work / "door-datagrams")
+        caller = _baresip(stack, "620", pbx, work / "baresip-datagrams")
+        ours = datagram_load(door.pid, door.sip_port, datagrams, door.log_path, per_kind)
+        ours["sip_core_counters"] = door.ask("counters")
+        theirs = datagram_load(_pid(caller), caller.sip_port, datagrams, caller.log_path, per_kind)
+        return ours, theirs, door.workarounds
+
+
+def pacing_figures(
+    pbx: Kamailio, handset: Baresip, work: Path, rates: Sequence[int], window: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Figure 2: one call from a fresh door to the handset, each end's SIP port flooded."""
+    with contextlib.ExitStack() as stack:
+        door = _door(stack, pbx, work / "door-pacing")
+        rung = door.ask("ring")
+        if not rung["answered"]:
+            raise RuntimeError(f"the handset did not answer the door: {rung}")
+        time.sleep(1.0)  # settle: jitter buffers filled, both clocks running
+        ours = pacing_under_flood(door, door.sip_port, door.pid, "send", rates, window)
+        theirs = pacing_under_flood(door, handset.sip_port, _pid(handset), "arrival", rates, window)
+        door.ask("hangup")
+        return ours, theirs
+
+
+def call_figures(pbx: Kamailio, work: Path, calls: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Figure 3b: ``calls`` calls to the handset from a fresh door, then a fresh baresip."""
+    target = f"sip:621@{pbx.host}:{pbx.port}"
+    with contextlib.ExitStack() as stack:
+        door = _door(stack, pbx, work / "door-calls")
+        ours = calls_rss(
+            door.pid,
+            calls,
+            lambda n: door.ask("calls", timeout=30 + n, n=n)["outcomes"],
+            door.log_path,
+        )
+        ours["sip_core_counters"] = door.ask("counters")
+    with contextlib.ExitStack() as stack:
+        caller = _baresip(stack, "620", pbx, work / "baresip-calls")
+
+        def dial(n: int) -> dict[str, int]:
+            out: dict[str, int] = {}
+            for _ in range(n):
+                key = _baresip_call(caller, target)
+                out[key] = out.get(key, 0) + 1
+            return out
+
+        theirs = calls_rss(_pid(caller), calls, dial, caller.log_path)
+    return ours, theirs
+
+
 def run(
     datagrams: int = 100_000,
     calls: int = 1000,
@@ -402,7 +480,8 @@ def run(
     progress: IO[str] | None = sys.stderr,
     keep: Path | None = None,
 ) -> dict[str, Any]:
-    """The whole suite; ``keep``: a directory to leave the logs and configs in."""
+    """The whole suite; ``keep``: a directory to leave the logs and configs in. Each figure
+    gets processes of its own, so that none is measured on what an earlier one left."""
 
     def say(text: str) -> None:
         if progress is not None:
@@ -419,86 +498,35 @@ def run(
             workdir=work / "pbx",
             log_level=1,
         )
-        handset = Baresip(
-            "621", "pw621", pbx.host, pbx.port, work / "handset",
-            record=False, sip_trace=False, player=PLAYER, codecs=("PCMA",),
-        )  # fmt: skip
-        caller = Baresip(
-            "620", "pw620", pbx.host, pbx.port, work / "caller",
-            record=False, sip_trace=False, player=PLAYER, codecs=("PCMA",),
-        )  # fmt: skip
-        door = DoorProcess(pbx, work / "door")
-        result: dict[str, Any] = {}
-        try:
-            pbx.start()
-            handset.start()
-            caller.start()
-            handset.wait_registered(10)
-            caller.wait_registered(10)
-            door.start()
-            assert caller._proc is not None and handset._proc is not None
-            caller_pid, handset_pid = caller._proc.pid, handset._proc.pid
+        stack.callback(pbx.close)
+        pbx.start()
+        handset = _baresip(stack, "621", pbx, work / "handset")
 
-            say(f"{datagrams} datagrams to the door, then to baresip")
-            ours = datagram_load(door.pid, door.sip_port, datagrams, door.log_path, per_kind)
-            ours["sip_core_counters"] = door.ask("counters")
-            theirs = datagram_load(
-                caller_pid, caller.sip_port, datagrams, caller.log_path, per_kind
-            )
-
-            say(f"pacing during a call, flooded at {', '.join(map(str, rates))} datagrams/s")
-            rung = door.ask("ring")
-            if not rung["answered"]:
-                raise RuntimeError(f"the handset did not answer the door: {rung}")
-            time.sleep(1.0)  # settle: jitter buffers filled, both clocks running
-            door_rows = pacing_under_flood(door, door.sip_port, door.pid, "send", rates, window)
-            baresip_rows = pacing_under_flood(
-                door, handset.sip_port, handset_pid, "arrival", rates, window
-            )
-            door.ask("hangup")
-
-            say(f"{calls} calls from the door, then from baresip")
-            ours_calls = calls_rss(
-                door.pid,
-                calls,
-                lambda n: door.ask("calls", timeout=30 + n, n=n)["outcomes"],
-                door.log_path,
-            )
-            target = f"sip:621@{pbx.host}:{pbx.port}"
-
-            def baresip_calls(n: int) -> dict[str, int]:
-                out: dict[str, int] = {}
-                for _ in range(n):
-                    key = _baresip_call(caller, target)
-                    out[key] = out.get(key, 0) + 1
-                return out
-
-            theirs_calls = calls_rss(caller_pid, calls, baresip_calls, caller.log_path)
-            result = {
-                "benchmark": "hostile SIP datagrams and many calls, the door next to baresip "
-                "(Kamailio 5.6, loopback, UDP)",
-                "mix": [name for name, _ in KINDS],
-                "pi_intercom": {
-                    "version": __version__,
-                    "harness_workarounds": door.workarounds,
-                    "hostile_datagrams": ours,
-                    "pacing_under_flood": _pacing_summary(door_rows),
-                    "many_calls": ours_calls,
-                },
-                "baresip": {
-                    "version": "1.0 (Debian)",
-                    "hostile_datagrams": theirs,
-                    "pacing_under_flood": _pacing_summary(baresip_rows),
-                    "many_calls": theirs_calls,
-                },
-                "notes": NOTES,
-            }
-        finally:
-            door.close()
-            caller.close()
-            handset.close()
-            pbx.close()
-    return result
+        say(f"{datagrams} datagrams to the door, then to baresip")
+        ours, theirs, workarounds = datagram_figures(pbx, work, datagrams, per_kind)
+        say(f"pacing during a call, flooded at {', '.join(map(str, rates))} datagrams/s")
+        door_rows, baresip_rows = pacing_figures(pbx, handset, work, rates, window)
+        say(f"{calls} calls from the door, then from baresip")
+        ours_calls, theirs_calls = call_figures(pbx, work, calls)
+    return {
+        "benchmark": "hostile SIP datagrams and many calls, the door next to baresip "
+        "(Kamailio 5.6, loopback, UDP)",
+        "mix": [name for name, _ in KINDS],
+        "pi_intercom": {
+            "version": __version__,
+            "harness_workarounds": workarounds,
+            "hostile_datagrams": ours,
+            "pacing_under_flood": _pacing_summary(door_rows),
+            "many_calls": ours_calls,
+        },
+        "baresip": {
+            "version": "1.0 (Debian)",
+            "hostile_datagrams": theirs,
+            "pacing_under_flood": _pacing_summary(baresip_rows),
+            "many_calls": theirs_calls,
+        },
+        "notes": NOTES,
+    }
 
 
 NOTES = (

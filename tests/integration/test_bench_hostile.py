@@ -53,4 +53,5 @@ def test_the_hostile_suite_in_miniature(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert door["hostile_datagrams"]["pbx_address_127_0_0_1"]["answers"] > 0
     assert baresip["hostile_datagrams"]["stranger_127_0_0_2"]["answers"] > 0
     assert door["many_calls"]["log_errors_written"] == 0
-    assert (tmp_path / "door" / "door.log").is_file()
+    assert (tmp_path / "door-calls" / "door.log").is_file()
+    assert door["many_calls"]["sip_core_counters"]["calls"] == 0
