@@ -240,9 +240,7 @@ def main() -> int:
     )
     parser.add_argument("--calls", type=int, default=1000, help="hostile: calls per system")
     parser.add_argument(
-        "--rates",
-        default="500,1000,2000,5000,10000,20000",
-        help="hostile: flood rates during a call, datagrams/s, comma-separated",
+        "--rates", help="hostile: flood rates during a call, datagrams/s, comma-separated"
     )
     parser.add_argument("--window", type=float, default=3.0, help="hostile: seconds per rate")
     parser.add_argument(
@@ -270,7 +268,7 @@ def main() -> int:
         result["hostile"] = bench_hostile.run(
             datagrams=max(2, args.datagrams),
             calls=max(1, args.calls),
-            rates=[int(r) for r in args.rates.split(",") if r.strip()],
+            rates=[int(r) for r in args.rates.split(",") if r.strip()] if args.rates else None,
             window=max(0.5, args.window),
             per_kind=max(0, args.per_kind),
         )
