@@ -48,6 +48,9 @@ TOKEN = b"\x00#\x00"
 #: The largest UDP payload over IPv4.
 MAX_UDP = 65507
 
+#: A receiver that has not read its queue for this long is reported as stalled.
+STALL_S = 20.0
+
 STRANGER = "127.0.0.2"
 PBX = "127.0.0.1"
 
@@ -338,7 +341,8 @@ def flood(
         by_source[source] += 1
 
     on_go()
-    start = time.monotonic()
+    start = progress = time.monotonic()
+    stalled = False
     while sent < limit:
         now = time.monotonic()
         if end is not None and now >= end:
@@ -348,9 +352,13 @@ def flood(
             if queued is None:
                 raise RuntimeError(f"nothing listens on {target.host}:{target.port}")
             if queued[0] > 0:
+                if now - progress > STALL_S:
+                    stalled = True  # the receiver reads nothing: report it, do not hang
+                    break
                 read_answers()
                 time.sleep(0.0001)
                 continue
+            progress = now
             if until_cpu and cpu_limit and cpu_seconds(until_cpu[0]) >= cpu_limit:
                 break
             batch = 0
@@ -367,7 +375,7 @@ def flood(
             send_one()
     elapsed = time.monotonic() - start
     # Until the receiver has read the last datagram, and a little longer for its answer.
-    settle = time.monotonic() + 30
+    settle = time.monotonic() + STALL_S
     while (queued := receiver_queue(target.port, target.host)) and queued[0] > 0:
         if time.monotonic() > settle:
             break
@@ -388,6 +396,7 @@ def flood(
         "seconds": round(elapsed, 3),
         "rate_per_s": round(sent / elapsed, 1) if elapsed > 0 else None,
         "receiver_drops": drops,
+        "receiver_stalled": stalled,
         "answers": sum(answers),
         "answer_bytes": sum(answer_bytes),
         "by_kind": dict(zip(mix.names, by_kind, strict=True)),
