@@ -23,7 +23,8 @@ datagrams are the fixed mix of ``hostile_mix.py``, sent by a flooder process of 
 3. **RSS** (``VmRSS``) before and after those datagrams, and before, after 100 and after all of
    ``calls`` calls: the door rings the handset, which answers at once, and hangs up as soon as
    the call's audio runs (about 45 ms a call); then baresip dials the handset through Kamailio
-   ``calls`` times and does the same.
+   ``calls`` times and does the same. And each one's RSS 35 s after its last call, when
+   nothing of the calls may be held any more (the door's SIP tables are printed with it).
 
 Where the door needs help to be measured at all (a bug this suite found), ``bench_door.py``
 applies a workaround and the figures name it (``harness_workarounds``). The machine is shared
@@ -37,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import selectors
 import subprocess
 import sys
 import tempfile
@@ -63,6 +65,8 @@ RATES = (100, 250, 500, 1000, 2000, 5000, 10000, 20000)
 PACING_LIMIT_MS = 1.0
 #: How long the receiver's idle CPU is sampled before a flood.
 IDLE_SAMPLE_S = 2.0
+#: After the last call, how long until nothing of it may be held (SIP's 64*T1 is 32 s).
+QUIET_S = 35.0
 
 
 # ------------------------------------------------------------------------------ /proc
@@ -142,8 +146,6 @@ class DoorProcess:
 
     def _read(self, timeout: float) -> dict[str, Any]:
         assert self._proc is not None and self._proc.stdout is not None
-        import selectors
-
         with selectors.DefaultSelector() as sel:
             sel.register(self._proc.stdout, selectors.EVENT_READ)
             if not sel.select(timeout):
@@ -199,8 +201,9 @@ def flood_all(port: int, sources: Sequence[str], count: int, *args: str) -> dict
     return dict(json.loads(out.stdout.splitlines()[-1]))
 
 
-def flood_at(port: int, sources: Sequence[str], rate: float, seconds: float,
-             started: Callable[[], None]) -> dict[str, Any]:  # fmt: skip
+def flood_at(
+    port: int, sources: Sequence[str], rate: float, seconds: float, started: Callable[[], None]
+) -> dict[str, Any]:
     """Flood at ``rate`` for ``seconds``; ``started`` runs once the flooder sends."""
     proc = subprocess.Popen(
         _flooder(port, sources, "--rate", str(rate), "--seconds", str(seconds)),
@@ -455,7 +458,9 @@ def pacing_figures(
 
 
 def call_figures(pbx: Kamailio, work: Path, calls: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Figure 3b: ``calls`` calls to the handset from a fresh door, then a fresh baresip."""
+    """Figure 3b: ``calls`` calls to the handset from a fresh door, then a fresh baresip; and
+    each one's RSS once :data:`QUIET_S` have passed since its last call (what it still holds
+    when nothing goes on: the door keeps each ended dialog 32 s)."""
     target = f"sip:621@{pbx.host}:{pbx.port}"
     with contextlib.ExitStack() as stack:
         door = _door(stack, pbx, work / "door-calls")
@@ -466,7 +471,7 @@ def call_figures(pbx: Kamailio, work: Path, calls: int) -> tuple[dict[str, Any],
             door.log_path,
         )
         ours["sip_core_counters"] = door.ask("counters")
-    with contextlib.ExitStack() as stack:
+        door_done = time.monotonic()
         caller = _baresip(stack, "620", pbx, work / "baresip-calls")
 
         def dial(n: int) -> dict[str, int]:
@@ -477,6 +482,15 @@ def call_figures(pbx: Kamailio, work: Path, calls: int) -> tuple[dict[str, Any],
             return out
 
         theirs = calls_rss(_pid(caller), calls, dial, caller.log_path)
+        caller_done = time.monotonic()
+        for pid, done, figures in (
+            (door.pid, door_done, ours),
+            (_pid(caller), caller_done, theirs),
+        ):
+            time.sleep(max(0.0, done + QUIET_S - time.monotonic()))
+            figures["quiet_s"] = round(time.monotonic() - done, 1)
+            figures["rss_after_quiet_kib"] = rss_kib(pid)
+        ours["sip_core_counters_after_quiet"] = door.ask("counters")
     return ours, theirs
 
 

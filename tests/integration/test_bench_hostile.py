@@ -30,6 +30,7 @@ pytestmark = pytest.mark.peers
 def test_the_hostile_suite_in_miniature(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     require_binaries(KAMAILIO, KAMCMD, BARESIP)
     monkeypatch.setattr(bench_hostile, "IDLE_SAMPLE_S", 0.3)
+    monkeypatch.setattr(bench_hostile, "QUIET_S", 0.2)
     result = bench_hostile.run(
         datagrams=600, calls=3, rates=[500], window=0.5, per_kind=0, progress=None, keep=tmp_path
     )
@@ -46,7 +47,7 @@ def test_the_hostile_suite_in_miniature(monkeypatch: pytest.MonkeyPatch, tmp_pat
         assert all(row["gaps"] >= 15 for row in pacing["by_rate"])  # about 25 in 0.5 s
         calls = side["many_calls"]
         assert calls["outcomes"] == {"answered_then_local_hangup": 3}
-        assert calls["rss_after_3_calls_kib"] > 0
+        assert calls["rss_after_3_calls_kib"] > 0 and calls["rss_after_quiet_kib"] > 0
     # The door drops a stranger's datagrams unanswered and unread; baresip answers them.
     assert door["hostile_datagrams"]["stranger_127_0_0_2"]["answers"] == 0
     assert door["hostile_datagrams"]["sip_core_counters"]["untrusted"] >= 300
