@@ -2,7 +2,9 @@
 
 Suite ``setup``: call set-up latency. Suite ``media``: pacing, CPU and SNR (``bench_media.py``).
 Suite ``mqtt``: MQTT command to INVITE (``bench_mqtt.py``). Suite ``first``: the demo and the
-doctor, wall time (``bench_first.py``).
+doctor, wall time (``bench_first.py``). Suite ``hostile``: CPU per 1,000 hostile datagrams, the
+flood rate a call's pacing survives, RSS after 100,000 datagrams and after 1,000 calls
+(``bench_hostile.py``).
 
 Both callers dial the same baresip handset through the same Kamailio (which challenges every INVITE
 with 407), and both reach Kamailio through the same UDP tap, which timestamps the packets. Two
@@ -227,12 +229,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--suite",
-        choices=["setup", "media", "mqtt", "first", "all"],
+        choices=["setup", "media", "mqtt", "first", "hostile", "all"],
         default="all",
         help="what to measure",
     )
     parser.add_argument("--runs", type=int, default=20, help="set-up: calls per system")
     parser.add_argument("--seconds", type=float, default=60, help="media: seconds per call")
+    parser.add_argument(
+        "--datagrams", type=int, default=100_000, help="hostile: datagrams per system"
+    )
+    parser.add_argument("--calls", type=int, default=1000, help="hostile: calls per system")
+    parser.add_argument(
+        "--rates", help="hostile: flood rates during a call, datagrams/s, comma-separated"
+    )
+    parser.add_argument("--window", type=float, default=3.0, help="hostile: seconds per rate")
+    parser.add_argument(
+        "--per-kind", type=int, default=5000, help="hostile: most datagrams per kind (0: skip)"
+    )
     args = parser.parse_args()
     result: dict[str, Any] = {}
     if args.suite in ("setup", "all"):
@@ -249,6 +262,16 @@ def main() -> int:
         import bench_media
 
         result["media"] = asyncio.run(bench_media.run(max(5.0, args.seconds)))
+    if args.suite in ("hostile", "all"):
+        import bench_hostile
+
+        result["hostile"] = bench_hostile.run(
+            datagrams=max(2, args.datagrams),
+            calls=max(1, args.calls),
+            rates=[int(r) for r in args.rates.split(",") if r.strip()] if args.rates else None,
+            window=max(0.5, args.window),
+            per_kind=max(0, args.per_kind),
+        )
     print(json.dumps(result, indent=2))
     return 0
 
