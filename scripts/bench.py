@@ -4,7 +4,8 @@ Suite ``setup``: call set-up latency. Suite ``media``: pacing, CPU and SNR (``be
 Suite ``mqtt``: MQTT command to INVITE (``bench_mqtt.py``). Suite ``first``: the demo and the
 doctor, wall time (``bench_first.py``). Suite ``hostile``: CPU per 1,000 hostile datagrams, the
 flood rate a call's pacing survives, RSS after 100,000 datagrams and after 1,000 calls
-(``bench_hostile.py``).
+(``bench_hostile.py``). Suite ``parsers``: the SIP parser's CPU per datagram, typical, worst
+within the caps and garbage (``bench_parsers.py``).
 
 Both callers dial the same baresip handset through the same Kamailio (which challenges every INVITE
 with 407), and both reach Kamailio through the same UDP tap, which timestamps the packets. Two
@@ -229,7 +230,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--suite",
-        choices=["setup", "media", "mqtt", "first", "hostile", "all"],
+        choices=["setup", "media", "mqtt", "first", "hostile", "parsers", "all"],
         default="all",
         help="what to measure",
     )
@@ -272,6 +273,10 @@ def main() -> int:
             window=max(0.5, args.window),
             per_kind=max(0, args.per_kind),
         )
+    if args.suite in ("parsers", "all"):
+        import bench_parsers
+
+        result["parsers"] = bench_parsers.run()
     print(json.dumps(result, indent=2))
     return 0
 

@@ -38,26 +38,7 @@ from intercom.app import Intercom  # noqa: E402
 from intercom.cli import _setup_logging  # noqa: E402
 from intercom.config import load_config  # noqa: E402
 from intercom.phone import PhoneOptions  # noqa: E402
-from intercom.sip import core as sip_core  # noqa: E402
 from intercom.sip.events import CallAnswered, CallEnded, Event  # noqa: E402
-
-#: What this harness changes in the door to measure it, each for a bug found by this suite;
-#: the suite prints them with the figures. Delete an entry when its bug is fixed.
-WORKAROUNDS: list[str] = []
-if getattr(sip_core, "MAX_SESSIONS", None) == 16:
-    # Ended dialogs stay in core.sessions for 64*T1 (32 s, to ACK a retransmitted 2xx) and count
-    # against the cap of 16: the 17th answered call within 32 s is ACKed and BYEd at once, and
-    # reported as no_answer after the ring time-out. 1,000 calls need a cap that is not hit.
-    sip_core.MAX_SESSIONS = 4096
-    WORKAROUNDS.append(
-        "intercom.sip.core.MAX_SESSIONS raised from 16 to 4096: ended dialogs, kept 32 s, "
-        "count against it, so the 17th answered call within 32 s is BYEd unreported"
-    )
-WORKAROUNDS.append(
-    "each answered call is hung up only once its audio clock runs (1-3 ms later): hanging up "
-    "while the sound source opens leaves the clock ticking on the closed session, a traceback "
-    "every 20 ms"
-)
 
 
 class Gaps:
@@ -142,24 +123,11 @@ class DoorProcess:
         assert isinstance(event, CallEnded)
         return {"handle": call.handle, "reason": event.reason}
 
-    async def _media_running(self, handle: int, timeout: float = 5.0) -> None:
-        """Until the call's audio clock runs. Hanging up before it does (while the sound card
-        opens off the loop) leaves a clock ticking on a closed session today, a traceback
-        every 20 ms for ever: a bug the suite must not step on 1,000 times."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            media = self.app.phone.media.get(handle)
-            if media is None or media.stats.started_at is not None:
-                return
-            await asyncio.sleep(0.001)
-
     async def calls(self, n: int) -> dict[str, Any]:
         outcomes: dict[str, int] = {}
         for _ in range(n):
             rung = await self.ring()
             if rung.get("answered"):
-                await self._media_running(rung["handle"])
                 ended = await self.hangup()
                 key = f"answered_then_{ended['reason']}"
             else:
@@ -211,7 +179,7 @@ class DoorProcess:
                 return 1
             await asyncio.sleep(0.02)
         host, port = self.app.phone.local_addr
-        ready = {"ready": True, "host": host, "sip_port": port, "workarounds": WORKAROUNDS}
+        ready = {"ready": True, "host": host, "sip_port": port}
         print(json.dumps(ready), flush=True)
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

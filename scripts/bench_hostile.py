@@ -27,8 +27,7 @@ datagrams are the fixed mix of ``hostile_mix.py``, sent by a flooder process of 
    ``calls`` times and does the same. And each one's RSS at least 35 s after its last call,
    when nothing of the calls may be held any more (the door's SIP tables are printed with it).
 
-Where the door needs help to be measured at all (a bug this suite found), ``bench_door.py``
-applies a workaround and the figures name it (``harness_workarounds``). The machine is shared
+The machine is shared
 (2 cores): figures vary from run to run; the comparison within one run is what counts. Run
 through ``scripts/bench --suite hostile`` (``--datagrams``, ``--calls``, ``--rates``,
 ``--window``, ``--per-kind`` to shorten it).
@@ -134,7 +133,6 @@ class DoorProcess:
         ready = self._read(timeout)
         if not ready.get("ready"):
             raise RuntimeError(f"the door did not start: {ready}\n{self._tail()}")
-        self.workarounds: list[str] = list(ready.get("workarounds", []))
 
     def ask(self, op: str, timeout: float = 60.0, **params: Any) -> dict[str, Any]:
         assert self._proc is not None and self._proc.stdin is not None
@@ -449,7 +447,7 @@ def _pid(phone: Baresip) -> int:
 
 def datagram_figures(
     pbx: Kamailio, work: Path, datagrams: int, per_kind: int
-) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Figures 1 and 3a, on a fresh door and a fresh baresip (registered, idle)."""
     with contextlib.ExitStack() as stack:
         door = _door(stack, pbx, work / "door-datagrams")
@@ -461,7 +459,7 @@ def datagram_figures(
             "not measured: baresip retransmits its refusals for 32 s, so a short run of one "
             "kind cannot be told from the retransmissions of the kinds before it"
         )
-        return ours, theirs, door.workarounds
+        return ours, theirs
 
 
 def pacing_figures(
@@ -552,7 +550,7 @@ def run(
         handset = _baresip(stack, "621", pbx, work / "handset")
 
         say(f"{datagrams} datagrams to the door, then to baresip")
-        ours, theirs, workarounds = datagram_figures(pbx, work, datagrams, per_kind)
+        ours, theirs = datagram_figures(pbx, work, datagrams, per_kind)
         say(f"pacing during a call, flooded at {', '.join(map(str, rates))} datagrams/s")
         door_rows, baresip_rows = pacing_figures(pbx, handset, work, rates, window)
         say(f"{calls} calls from the door, then from baresip")
@@ -563,7 +561,6 @@ def run(
         "mix": [name for name, _ in KINDS],
         "pi_intercom": {
             "version": __version__,
-            "harness_workarounds": workarounds,
             "hostile_datagrams": ours,
             "pacing_under_flood": _pacing_summary(door_rows),
             "many_calls": ours_calls,

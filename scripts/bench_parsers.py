@@ -6,13 +6,18 @@ microseconds of process CPU time. Two layers are measured:
 
 * ``parse``: ``parse_message`` and then the reads every request costs the stack (Call-ID, CSeq,
   From, To, the Vias and the top one parsed, Contact, Route, Record-Route, Content-Type...).
-* ``agent``: ``UserAgent.receive_datagram`` as the transport calls it, the INVITE from a
-  stranger (refused, or dropped as malformed), with a fresh branch each time.
+* ``agent_pbx``: ``UserAgent.receive_datagram`` as the transport calls it, from the PBX's own
+  address (a buggy PBX: the datagram is parsed, then refused or dropped as malformed), with a
+  fresh branch each time; ``agent_stranger``: the same from a stranger's address, dropped before
+  it is parsed.
+
+There is no reference system to run next to it here (no other stack's parser can be called on its
+own); ``--suite hostile`` gives the end-to-end figures next to baresip.
 
 The worst case is built from the caps in ``intercom.sip.message`` (when they exist: on older
 code it falls back to the 13,000 one-letter headers of the finding), so it follows the caps.
 
-Run with ``.venv/bin/python scripts/bench_parsers.py``; it prints JSON.
+Run through ``scripts/bench --suite parsers``; it prints JSON.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from tests.unit.sipnet import make_agent  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "sip"
 STRANGER = ("127.0.0.2", 5060)
+PBX = ("127.0.0.1", 5060)
 
 
 TYPICAL = (DATA / "kamailio_invite_from_baresip.sip").read_bytes()
@@ -107,14 +113,17 @@ def run(repeats: int = 5) -> dict[str, Any]:
         count = 2000 if len(data) < 4000 else 50
         entry: dict[str, Any] = {"bytes": len(data), "lines": data.count(b"\n")}
         entry["parse_us"] = _timed(lambda _i, d=data: _reads(d), count, repeats)
-        agent = make_agent(5062, 5060, domain="127.0.0.1")
         variants = [data.replace(BRANCH, b"branch=z9hG4bK-%06d" % i, 1) for i in range(count)]
+        for key, source in (("agent_pbx_us", PBX), ("agent_stranger_us", STRANGER)):
+            agent = make_agent(5062, 5060, domain="127.0.0.1")
 
-        def feed(i: int, agent: Any = agent, variants: list[bytes] = variants) -> None:
-            agent.receive_datagram(variants[i], STRANGER, 0.0)
-            agent.datagrams_to_send()
+            def feed(
+                i: int, agent: Any = agent, variants: list[bytes] = variants, source: Any = source
+            ) -> None:
+                agent.receive_datagram(variants[i], source, 0.0)
+                agent.datagrams_to_send()
 
-        entry["agent_us"] = _timed(feed, count, 1)
+            entry[key] = _timed(feed, count, 1)
         result[name] = entry
     return result
 
