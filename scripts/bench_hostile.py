@@ -23,7 +23,7 @@ datagrams are the fixed mix of ``hostile_mix.py``, sent by a flooder process of 
    pacing is already past 1 ms without a flood).
 3. **RSS** (``VmRSS``) before and after those datagrams, and before, after 100 and after all of
    ``calls`` calls: the door rings the handset, which answers at once, and hangs up as soon as
-   the call's audio runs (about 45 ms a call); then baresip dials the handset through Kamailio
+   the call is answered (about 45 ms a call); then baresip dials the handset through Kamailio
    ``calls`` times and does the same. And each one's RSS at least 35 s after its last call,
    when nothing of the calls may be held any more (the door's SIP tables are printed with it).
 
