@@ -588,6 +588,6 @@ NOTES = (
     "flood half from 127.0.0.2 and half from 127.0.0.1; the door's as its 20 ms clock sends them, "
     "baresip's as they arrive at the door (kernel timestamps). RSS: VmRSS from "
     "/proc/PID/status. Calls: through Kamailio (407 challenge), the handset answers at once, "
-    "the caller hangs up as soon as the audio runs. A shared 2-core machine: compare the two "
+    "the caller hangs up as soon as the call is answered. A shared 2-core machine: compare the two "
     "systems within one run."
 )
