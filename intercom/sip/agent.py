@@ -26,7 +26,7 @@ from intercom.sip.call import OutgoingCall
 from intercom.sip.core import ALLOW, AgentSettings, SdpProvider, SipCore
 from intercom.sip.dialog import DialogKey
 from intercom.sip.events import Event
-from intercom.sip.incoming import IncomingInvite
+from intercom.sip.incoming import IncomingInvite, Refusal, screen
 from intercom.sip.message import MAX_HOPS, SipRequest, SipResponse, parse_message
 from intercom.sip.registration import Registration
 from intercom.sip.session import Session
@@ -331,30 +331,33 @@ class UserAgent:
     def _receive_invite(self, req: SipRequest, addr: Addr, now: float) -> None:
         core = self.core
         busy = bool(self.calls) or any(i.active for i in self.incoming.values())
-        refusal = IncomingInvite.refusal(core, req, addr, busy=busy)
-        if refusal is not None:
-            status, reason, why = refusal
+        admission = screen(core, req, addr, busy=busy)
+        if isinstance(admission, Refusal):
+            status = admission.status
             core.limits.info(
-                f"refused-{status}", now, "incoming call from %s refused: %s", addr[0], why
+                f"refused-{status}",
+                now,
+                "incoming call from %s refused: %s",
+                addr[0],
+                admission.why,
             )
-            self._stateless(req, addr, status, reason)
+            self._stateless(req, addr, status, admission.reason)
             return
         if core.txns.full(server=True):
             self._overloaded(req, addr, now)
             return
         handle = self._new_handle()
         server = core.txns.create_server(req, addr, now)
-        incoming = IncomingInvite(
+        self.incoming[handle] = IncomingInvite(
             core,
             handle,
+            admission,
             req,
             server,
             now,
             sdp_provider=self.sdp_provider,
             on_done=self._forget_call,
         )
-        if incoming.active:
-            self.incoming[handle] = incoming
 
     def _receive_cancel(self, req: SipRequest, addr: Addr, now: float) -> None:
         core = self.core

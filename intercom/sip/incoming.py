@@ -1,7 +1,7 @@
 """Incoming calls to the door, sans-I/O.
 
 Only callers listed in ``incoming.allow`` ring; anyone else gets 403, and everyone gets 486 while a
-call is up. Those refusals are decided before anything is kept (:meth:`IncomingInvite.refusal`)
+call is up. Those refusals are decided before anything is kept (:func:`screen`)
 and sent once, statelessly, by the agent: a refused caller costs the door no memory and no
 retransmissions. The caller's identity comes from the From header, which anybody can forge, so
 an entry matches only where the call came from (:func:`allow_entry`, :mod:`intercom.sip.trust`),
@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from intercom.errors import LocalProtocolError, ParseError, RemoteProtocolError
 from intercom.sip.address import NameAddr
@@ -74,30 +75,50 @@ def allow_entry(
     return None
 
 
-class IncomingInvite:
-    @staticmethod
-    def refusal(
-        core: SipCore, invite: SipRequest, source: Addr, *, busy: bool
-    ) -> tuple[int, str, str] | None:
-        """Why this INVITE is refused, as (status, reason phrase, log text), or None to ring."""
-        try:
-            caller = NameAddr.parse(invite.from_)
-            # Checked now, not when the answer timer fires: no dialog without From tag, Contact.
-            Dialog.from_uas(invite, "check")
-        except RemoteProtocolError as exc:
-            return 400, "Bad Request", str(exc)
-        if busy:
-            return 486, "Busy Here", "busy"
-        via_pbx = core.trust.trusts(source[0])
-        allow = core.settings.allow_incoming
-        if allow_entry(caller, allow, source=source[0], via_pbx=via_pbx) is None:
-            return 403, "Forbidden", "not in incoming.allow"
-        return None
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An INVITE refused before anything is kept: answered once, statelessly, by the agent."""
 
+    status: int
+    reason: str  # the reason phrase
+    why: str  # for the log
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """An INVITE that may ring: what :func:`screen` learned of it, kept for the call."""
+
+    caller: NameAddr
+    entry: str  # the incoming.allow entry that admitted it: who it counts as at the door
+    tag: str  # our To tag
+    dialog: Dialog
+
+
+def screen(core: SipCore, invite: SipRequest, source: Addr, *, busy: bool) -> Refusal | Admission:
+    """Whether an INVITE from ``source`` may ring, decided once and before any state is made."""
+    try:
+        caller = NameAddr.parse(invite.from_)
+        tag = core.new_tag()
+        # Checked now, not when the answer timer fires: no dialog without From tag, Contact and
+        # well-formed Record-Routes.
+        dialog = Dialog.from_uas(invite, tag)
+    except RemoteProtocolError as exc:
+        return Refusal(400, "Bad Request", str(exc))
+    if busy:
+        return Refusal(486, "Busy Here", "busy")
+    via_pbx = core.trust.trusts(source[0])
+    entry = allow_entry(caller, core.settings.allow_incoming, source=source[0], via_pbx=via_pbx)
+    if entry is None:
+        return Refusal(403, "Forbidden", "not in incoming.allow")
+    return Admission(caller, entry, tag, dialog)
+
+
+class IncomingInvite:
     def __init__(
         self,
         core: SipCore,
         handle: int,
+        admission: Admission,
         invite: SipRequest,
         server: ServerTransaction,
         now: float,
@@ -111,26 +132,19 @@ class IncomingInvite:
         self.server = server
         self.sdp_provider = sdp_provider
         self.on_done = on_done
-        self.tag = core.new_tag()
+        self.tag = admission.tag
         self.session: Session | None = None
         self._timer: int | None = None  # when to answer
         self._limit: int | None = None  # when to give up ringing, answered or not
-        caller = NameAddr.parse(invite.from_)
-        self.caller = str(caller.uri.without_params())
-        entry = allow_entry(
-            caller,
-            core.settings.allow_incoming,
-            source=server.source[0],
-            via_pbx=core.trust.trusts(server.source[0]),
-        )
-        self._dialog = Dialog.from_uas(invite, self.tag)
+        self.caller = str(admission.caller.uri.without_params())
+        self._dialog = admission.dialog
         self._source = server.source
         self.state = InState.RINGING
         server.respond(response_to(invite, 100, "Trying"), now)
         ringing = response_to(invite, 180, "Ringing", to_tag=self.tag)
         ringing.headers.add("Contact", core.contact())
         server.respond(ringing, now)
-        core.emit(IncomingCall(handle, self.caller, True, entry))
+        core.emit(IncomingCall(handle, self.caller, True, admission.entry))
         delay = core.settings.answer_after
         if delay is not None:
             self._timer = core.timers.call_at(now + delay, self.answer)
