@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import time
 import warnings
@@ -18,10 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from intercom.config import Config
 from intercom.errors import ParseError
+from intercom.media.stream import dbfs
 from intercom.sip.message import SipResponse, parse_message
 
 if TYPE_CHECKING:
@@ -54,12 +52,6 @@ class Check:
         mark = "ok  " if self.ok else "FAIL"
         text = f"[{mark}] {self.name}: {self.detail}"
         return text + (f"\n       fix: {self.fix}" if self.fix else "")
-
-
-def dbfs(pcm: np.ndarray) -> float:
-    """Peak level in dBFS (-120 for digital silence), as MediaStats measures it."""
-    peak = max(int(pcm.max()), -int(pcm.min())) if pcm.size else 0
-    return 20 * math.log10(peak / 32768) if peak else -120.0
 
 
 # -- the sound card ----------------------------------------------------------------------------

@@ -125,7 +125,8 @@ class TimedOut:
 StreamEvent = DigitReceived | TimedOut
 
 
-def _dbfs(pcm: Pcm) -> float:
+def dbfs(pcm: Pcm) -> float:
+    """Peak level in dBFS (-120 for digital silence): the levels in MediaStats and the doctor's."""
     peak = max(int(pcm.max()), -int(pcm.min())) if pcm.size else 0
     return 20 * math.log10(peak / 32768) if peak else -120.0
 
@@ -392,7 +393,7 @@ class RtpStream:
         stats.ticks += 1
         metering = stats.ticks % _METER_EVERY == 0  # every 100 ms is plenty, and costs CPU
         if metering:
-            self._level_out = max(self._level_out, _dbfs(pcm))
+            self._level_out = max(self._level_out, dbfs(pcm))
         destination = self._latched or self._sdp_addr
         if self.sending and destination is not None:
             self._outbox.append((self._next_packet(codec, pcm).serialize(), destination))
@@ -401,7 +402,7 @@ class RtpStream:
         self._ts = (self._ts + self._ts_step) & 0xFFFFFFFF
         heard = self._playout(codec, now)
         if metering:
-            self._level_in = max(self._level_in, _dbfs(heard))
+            self._level_in = max(self._level_in, dbfs(heard))
             self._meterings += 1
             if self._meterings >= _METER_WINDOW:
                 stats.level_in_dbfs, stats.level_out_dbfs = self._level_in, self._level_out
