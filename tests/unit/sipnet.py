@@ -6,6 +6,7 @@ the next timer and delivers what is pending, so a 32-second SIP timer costs no w
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -13,6 +14,7 @@ from intercom.errors import ParseError, RemoteProtocolError
 from intercom.sip.agent import AgentSettings, UserAgent
 from intercom.sip.events import Event
 from intercom.sip.message import Message, SipRequest, SipResponse, parse_message
+from intercom.transport import SipEndpoint, bind_sip_socket
 
 Addr = tuple[str, int]
 
@@ -43,6 +45,26 @@ def make_agent(port: int, proxy_port: int, **kw: object) -> UserAgent:
         **kw,  # type: ignore[arg-type]
     )
     return UserAgent(settings, fixed_sdp(port + 1000))
+
+
+def make_endpoint(
+    transport: str = "udp", *, trace: bool = False, hide_dtmf: bool = False, **kw: object
+) -> tuple[SipEndpoint, socket.socket]:
+    """A real asyncio endpoint around a door agent, on a free loopback port (for the transport
+    tests; its proxy, port 9 on 127.0.0.1, never answers). Start it with
+    ``endpoint.start(sock)``."""
+    sock = bind_sip_socket("127.0.0.1", 0, transport)
+    settings = AgentSettings(
+        username="door",
+        domain="127.0.0.1",
+        proxy=("127.0.0.1", 9),
+        local_host="127.0.0.1",
+        local_port=sock.getsockname()[1],
+        transport=transport,
+        **kw,  # type: ignore[arg-type]
+    )
+    agent = UserAgent(settings, lambda h, o: None)
+    return SipEndpoint(agent, trace=trace, hide_dtmf=hide_dtmf), sock
 
 
 @dataclass

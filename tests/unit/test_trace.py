@@ -8,10 +8,8 @@ import logging
 
 import pytest
 
-from intercom.sip.agent import AgentSettings, UserAgent
 from intercom.sip.trace import HIDDEN_DTMF, trace_text
-from intercom.transport import SipEndpoint, bind_sip_socket
-from tests.unit.sipnet import request
+from tests.unit.sipnet import make_endpoint, request
 
 INFO = request(
     "INFO",
@@ -53,15 +51,7 @@ def test_the_endpoints_trace_hides_the_digits(caplog: pytest.LogCaptureFixture) 
     caplog.set_level(logging.DEBUG, logger="intercom.sip.trace")
 
     async def scenario() -> None:
-        sock = bind_sip_socket("127.0.0.1", 0, "udp")
-        settings = AgentSettings(
-            username="door",
-            domain="127.0.0.1",
-            proxy=("127.0.0.1", 9),
-            local_host="127.0.0.1",
-            local_port=sock.getsockname()[1],
-        )
-        endpoint = SipEndpoint(UserAgent(settings, lambda h, o: None), trace=True, hide_dtmf=True)
+        endpoint, sock = make_endpoint(trace=True, hide_dtmf=True)
         await endpoint.start(sock)
         endpoint.received(INFO, ("127.0.0.1", 5060))
         await endpoint.close()

@@ -9,22 +9,8 @@ import time
 
 import pytest
 
-from intercom.sip.agent import AgentSettings, UserAgent
-from intercom.transport import Resolver, SipEndpoint, bind_sip_socket
-
-
-def _endpoint(transport: str = "udp", **kw: object) -> tuple[SipEndpoint, socket.socket]:
-    sock = bind_sip_socket("127.0.0.1", 0, transport)
-    settings = AgentSettings(
-        username="door",
-        domain="127.0.0.1",
-        proxy=("127.0.0.1", 9),
-        local_host="127.0.0.1",
-        local_port=sock.getsockname()[1],
-        transport=transport,
-        **kw,  # type: ignore[arg-type]
-    )
-    return SipEndpoint(UserAgent(settings, lambda h, o: None)), sock
+from intercom.transport import Resolver
+from tests.unit.sipnet import make_endpoint
 
 
 def test_a_slow_name_lookup_does_not_stall_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,7 +25,7 @@ def test_a_slow_name_lookup_does_not_stall_the_loop(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(socket, "gethostbyname", slow)
 
     async def scenario() -> None:
-        endpoint, sock = _endpoint()
+        endpoint, sock = make_endpoint()
         await endpoint.start(sock)
         loop = asyncio.get_running_loop()
         ticks: list[float] = []
@@ -93,7 +79,7 @@ def test_an_idle_tcp_connection_is_closed(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(transport, "TCP_IDLE_TIMEOUT", 0.2)
 
     async def scenario() -> None:
-        endpoint, sock = _endpoint("tcp", register=False)
+        endpoint, sock = make_endpoint("tcp", register=False)
         await endpoint.start(sock)
         port = sock.getsockname()[1]
         _reader, writer = await asyncio.open_connection(
@@ -111,7 +97,7 @@ def test_an_idle_tcp_connection_is_closed(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_a_strangers_tcp_connection_is_closed_at_once_when_closed() -> None:
     async def scenario() -> None:
-        endpoint, sock = _endpoint("tcp")  # register: true
+        endpoint, sock = make_endpoint("tcp")  # register: true
         await endpoint.start(sock)
         port = sock.getsockname()[1]
         reader, writer = await asyncio.open_connection(
@@ -143,7 +129,7 @@ def test_a_bad_number_does_not_kill_a_tcp_connection() -> None:
         return data.replace(b"CSeq: 1 ", f"CSeq: {cseq} ".encode())
 
     async def scenario() -> None:
-        endpoint, sock = _endpoint("tcp", trusted_sources=("127.0.0.1",))
+        endpoint, sock = make_endpoint("tcp", trusted_sources=("127.0.0.1",))
         await endpoint.start(sock)
         reader, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
         writer.write(options("\u00b2") + options("2"))
