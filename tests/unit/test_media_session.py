@@ -53,14 +53,20 @@ def _pair(codec: str = "PCMA", **kw: float):  # type: ignore[no-untyped-def]
     return a, b, sinks, digits, timeouts
 
 
+async def _talk(a: MediaSession, b: MediaSession) -> tuple[bytes, bytes]:
+    """``a`` offers, ``b`` answers, both start: a call's audio both ways."""
+    offer = a.local_sdp(None)
+    answer = b.local_sdp(offer)
+    assert offer is not None and answer is not None
+    await a.start(answer)
+    await b.start(offer)
+    return offer, answer
+
+
 def test_audio_flows_both_ways_and_pacing_has_no_drift() -> None:
     async def scenario() -> None:
         a, b, sinks, _digits, _t = _pair("G722")
-        offer = a.local_sdp(None)
-        answer = b.local_sdp(offer)
-        assert offer is not None and answer is not None
-        await a.start(answer)
-        await b.start(offer)
+        await _talk(a, b)
         await asyncio.sleep(1.0)
         assert a.stats.codec == b.stats.codec == "G722"
         assert abs(a.stats.sent - a.stats.ticks) <= 1  # every tick sends one packet
@@ -101,11 +107,7 @@ def test_destination_latches_onto_where_rtp_really_comes_from() -> None:
 def test_hold_stops_sending_and_pauses_the_timeout_then_resume() -> None:
     async def scenario() -> None:
         a, b, _sinks, _d, timeouts = _pair(rtp_timeout=0.3)
-        offer = a.local_sdp(None)
-        answer = b.local_sdp(offer)
-        assert offer is not None and answer is not None
-        await a.start(answer)
-        await b.start(offer)
+        _offer, answer = await _talk(a, b)
         await asyncio.sleep(0.2)
         hold = sdp.build("127.0.0.1", b.port, [sdp.PCMA], session_id=1, direction="sendonly")
         a.update(hold)
@@ -127,11 +129,7 @@ def test_hold_stops_sending_and_pauses_the_timeout_then_resume() -> None:
 def test_dtmf_digits_cross_as_rfc4733() -> None:
     async def scenario() -> None:
         a, b, _sinks, digits, _t = _pair()
-        offer = a.local_sdp(None)
-        answer = b.local_sdp(offer)
-        assert offer is not None and answer is not None
-        await a.start(answer)
-        await b.start(offer)
+        await _talk(a, b)
         await asyncio.sleep(0.1)
         a.send_dtmf("1#9")
         await asyncio.sleep(1.0)
@@ -145,11 +143,7 @@ def test_dtmf_digits_cross_as_rfc4733() -> None:
 def test_malformed_and_foreign_rtp_is_dropped() -> None:
     async def scenario() -> None:
         a, b, _sinks, digits, _t = _pair()
-        offer = a.local_sdp(None)
-        answer = b.local_sdp(offer)
-        assert offer is not None and answer is not None
-        await a.start(answer)
-        await b.start(offer)
+        await _talk(a, b)
         await asyncio.sleep(0.3)
         # Garbage from the peer itself (its own socket): parsed, counted malformed, dropped.
         assert b.sock is not None
@@ -239,11 +233,7 @@ def test_once_latched_the_kernel_drops_a_strangers_flood() -> None:
 
     async def scenario() -> None:
         a, b, _sinks, _d, _t = _pair()
-        offer = a.local_sdp(None)
-        answer = b.local_sdp(offer)
-        assert offer is not None and answer is not None
-        await a.start(answer)
-        await b.start(offer)
+        _offer, answer = await _talk(a, b)
         await asyncio.sleep(0.3)
         assert a.connected == ("127.0.0.1", b.port) == a.stats.latched
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
