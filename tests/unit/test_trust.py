@@ -197,22 +197,23 @@ def test_a_strangers_401_to_the_doors_bye_gets_no_authorization():
     assert not any(b"response=" in data for _s, _d, data in net.wire)
 
 
-def test_a_challenge_for_another_realm_than_the_registrars_is_not_answered():
+def _challenged_call(challenge: str, realm: str | None = None):
+    """The door rings 621 through the PBX, which answers 407 with ``challenge``; the door has
+    seen the registrar's ``realm`` (if any). Returns (net, door, pbx, call handle)."""
     net = Net()
     door = net.add(make_agent(5062, 5060, password="door-secret"))
-    door.core.registrar_realm = "pbx.example"
+    door.core.registrar_realm = realm
     pbx = ScriptedPeer(net, PBX)
     handle = door.call(["621"], net.now)
     net.settle()
     (invite,) = pbx.take_requests("INVITE")
-    pbx.send(
-        reply(
-            invite,
-            407,
-            to_tag="t",
-            headers=[("Proxy-Authenticate", 'Digest realm="elsewhere", nonce="n"')],
-        ),
-        DOOR,
+    pbx.send(reply(invite, 407, to_tag="t", headers=[("Proxy-Authenticate", challenge)]), DOOR)
+    return net, door, pbx, handle
+
+
+def test_a_challenge_for_another_realm_than_the_registrars_is_not_answered():
+    net, _door, pbx, handle = _challenged_call(
+        'Digest realm="elsewhere", nonce="n"', realm="pbx.example"
     )
     net.run(net.now + 40.0)
     assert [r for r in pbx.take_requests("INVITE") if r.headers.get("Proxy-Authorization")] == []
@@ -221,21 +222,8 @@ def test_a_challenge_for_another_realm_than_the_registrars_is_not_answered():
 
 
 def test_the_pbxs_challenge_for_its_realm_is_answered():
-    net = Net()
-    door = net.add(make_agent(5062, 5060, password="door-secret"))
-    door.core.registrar_realm = "pbx.example"
-    pbx = ScriptedPeer(net, PBX)
-    door.call(["621"], net.now)
-    net.settle()
-    (invite,) = pbx.take_requests("INVITE")
-    pbx.send(
-        reply(
-            invite,
-            407,
-            to_tag="t",
-            headers=[("Proxy-Authenticate", 'Digest realm="pbx.example", nonce="n"')],
-        ),
-        DOOR,
+    _net, _door, pbx, _handle = _challenged_call(
+        'Digest realm="pbx.example", nonce="n"', realm="pbx.example"
     )
     (again,) = pbx.take_requests("INVITE")
     assert again.headers.get("Proxy-Authorization", "").startswith("Digest ")
@@ -304,14 +292,9 @@ def test_a_challenge_with_only_auth_conf_fails_the_registration_instead_of_hangi
 
 
 def test_a_challenge_with_only_auth_conf_ends_a_call_as_auth_failed():
-    net = Net()
-    door = net.add(make_agent(5062, 5060, password="door-secret"))
-    pbx = ScriptedPeer(net, PBX)
-    handle = door.call(["621"], net.now)
-    net.settle()
-    (invite,) = pbx.take_requests("INVITE")
-    challenge = 'Digest realm="pbx.example", nonce="n", qop="auth-conf"'
-    pbx.send(reply(invite, 407, to_tag="t", headers=[("Proxy-Authenticate", challenge)]), DOOR)
+    net, _door, _pbx, handle = _challenged_call(
+        'Digest realm="pbx.example", nonce="n", qop="auth-conf"'
+    )
     ended = [e for e in net.events[DOOR] if isinstance(e, CallEnded)]
     assert ended == [CallEnded(handle, "auth_failed", 407, "sip:621@127.0.0.1")]
 
