@@ -58,7 +58,7 @@ def ring_targets(
         return None
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested a thousand deep
         raise CommandError(f"not PRESS and not JSON: {quote(text)}") from None
     if not isinstance(data, dict) or "targets" not in data:
         raise CommandError(f'expected {{"targets": [...]}}, got {quote(text)}')

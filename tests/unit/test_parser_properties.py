@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import itertools
+import json
 import re
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from intercom import sdp
 from intercom.errors import AuthError, ParseError, RemoteProtocolError
 from intercom.media.dtmf import DIGITS, DtmfReceiver, parse_info
 from intercom.media.rtp import RtpError, RtpPacket
+from intercom.mqtt.commands import CommandError, ring_targets
 from intercom.sip.address import NameAddr, SipUri, Via
 from intercom.sip.auth import Credentials, DigestClient, mask_secrets, parse_challenge
 from intercom.sip.message import (
@@ -435,3 +437,40 @@ def test_framer_garbage_gives_only_parse_errors(chunks: list[bytes]) -> None:
         for data in framed:
             assert len(data) <= MAX_MESSAGE
             check_message(data)
+
+
+# ------------------------------------------------------------------------------------------------
+# MQTT commands: a call/ring payload gives checked targets or the command's own error
+
+CONFIGURED = ("621", "**9", "sip:622@fritz.box")
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        _JSON.map(lambda v: json.dumps({"targets": v}).encode()),
+        st.lists(st.sampled_from([*CONFIGURED, "0900", "6\r\n21", "a b"]), max_size=4).map(
+            lambda v: json.dumps({"targets": v}).encode()
+        ),
+        st.integers(1, 4000).map(lambda n: b'{"targets": ' + b"[" * n + b"]" * n + b"}"),
+    ),
+    st.booleans(),
+)
+def test_ring_payloads_give_checked_targets_or_a_command_error(
+    payload: bytes, any_target: bool
+) -> None:
+    try:
+        targets = ring_targets(payload, configured=CONFIGURED, any_target=any_target)
+    except CommandError:
+        return
+    if targets is None:
+        return
+    assert targets and len(set(targets)) == len(targets)
+    for target in targets:
+        assert target.isprintable() and not any(ch.isspace() for ch in target)
+        assert any_target or target in CONFIGURED
